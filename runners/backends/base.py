@@ -1,0 +1,25 @@
+"""The backend interface: a backend maps ``runners.execute.execute_trial`` over jobs."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+Job = dict
+Result = dict
+OnResult = Callable[[Job, Result], None]
+
+
+class Backend(ABC):
+    """Runs trial jobs somewhere and reports each result as it arrives.
+
+    ``on_result(job, result)`` is called in the driver process once per job, in completion
+    order. A job whose worker crashed is reported with ``{"status": "failed", "error": ...}``
+    rather than raised, so one bad trial never loses the others' results.
+    """
+
+    name: str = "base"
+
+    @abstractmethod
+    def run(self, jobs: list[Job], on_result: OnResult) -> None:
+        """Run every job; return when all have reported."""

@@ -1,0 +1,1 @@
+"""SASSHA core: optimizers, Hessian estimation, workloads, one trial and sharpness metrics."""
