@@ -1,0 +1,208 @@
+"""The ``Workload`` bundle: model + data + loss + metrics + trial defaults, by name."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from sassha.data.label_noise import apply_label_noise
+
+OPTIMIZER_NAMES = (
+    "sgd",
+    "adamw",
+    "sam_sgd",
+    "sam_adamw",
+    "sassha",
+    "msassha",
+    "adahessian",
+    "sophia_h",
+    "shampoo",
+)
+
+
+def _overrides(config: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
+    value = (config or {}).get(key) or {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"config[{key!r}] must be a mapping of overrides (got {value!r})")
+    return dict(value)
+
+
+def dataset_targets(dataset: Dataset) -> list[int]:
+    """The integer labels of a classification dataset, without loading its inputs."""
+    targets = getattr(dataset, "targets", None)
+    if targets is None and hasattr(dataset, "tensors"):
+        targets = dataset.tensors[1]
+    if targets is None:
+        raise TypeError(f"cannot read labels of {type(dataset).__name__} for label noise")
+    if isinstance(targets, torch.Tensor):
+        return targets.tolist()
+    return [int(t) for t in targets]
+
+
+class RelabeledDataset(Dataset):
+    """A classification dataset whose labels are replaced (label noise), inputs untouched.
+
+    ``targets`` are the labels used for training, ``clean_targets`` the original ones and
+    ``flipped_indices`` the examples chosen for relabelling.
+    """
+
+    def __init__(self, base: Dataset, targets: list[int], clean_targets, flipped_indices):
+        self.base = base
+        self.targets = list(targets)
+        self.clean_targets = list(clean_targets)
+        self.flipped_indices = list(flipped_indices)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        x = self.base[index][0]
+        return x, self.targets[index]
+
+
+def to_device(batch: Any, device: torch.device | str) -> Any:
+    """Move every tensor in a (nested) batch to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workload:
+    """A named model + data + loss bundle with the trial defaults the paper used.
+
+    ``model_fn(config) -> nn.Module`` and ``data_fn(config) -> (train, val)`` do the work;
+    the config is the trial's flat config (only ``model``, ``data``, ``data_root``, ``seed``,
+    ``label_noise`` and workload-specific keys are read). ``defaults`` and
+    ``optimizer_defaults`` are plain dicts: treat them as read-only and copy before changing.
+    """
+
+    name: str
+    task: str
+    num_classes: int
+    defaults: dict[str, Any]
+    optimizer_defaults: dict[str, dict[str, Any]]
+    model_fn: Callable[[Mapping[str, Any]], nn.Module] = field(repr=False)
+    data_fn: Callable[[Mapping[str, Any]], tuple[Dataset, Dataset]] = field(repr=False)
+    description: str = ""
+    collate_fn: Callable | None = field(default=None, repr=False)
+
+    def build_model(self, config: Mapping[str, Any] | None = None) -> nn.Module:
+        return self.model_fn(config or {})
+
+    def build_data(self, config: Mapping[str, Any] | None = None) -> tuple[Dataset, Dataset]:
+        return self.data_fn(config or {})
+
+    def to_device(self, batch: Any, device: torch.device | str) -> Any:
+        return to_device(batch, device)
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, loader, device) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class _EvalMode:
+    """Evaluate under ``no_grad`` in eval mode, restoring the previous mode afterwards."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.model.eval()
+        self.grad = torch.no_grad()
+        self.grad.__enter__()
+
+    def __exit__(self, *exc):
+        self.grad.__exit__(*exc)
+        self.model.train(self.was_training)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassificationWorkload(Workload):
+    """Cross-entropy classification on ``(inputs, labels)`` batches."""
+
+    task: str = "classification"
+
+    def build_data(self, config: Mapping[str, Any] | None = None) -> tuple[Dataset, Dataset]:
+        config = config or {}
+        train, val = self.data_fn(config)
+        fraction = float(config.get("label_noise", 0.0) or 0.0)
+        if fraction > 0.0:
+            clean = dataset_targets(train)
+            noisy, flipped = apply_label_noise(
+                clean, fraction, self.num_classes, int(config.get("seed", 0))
+            )
+            train = RelabeledDataset(train, noisy, clean, flipped)
+        return train, val
+
+    def loss(self, model, batch):
+        x, y = batch
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        correct = (logits.detach().argmax(dim=1) == y).sum()
+        return loss, {"correct": correct, "count": int(y.shape[0])}
+
+    def evaluate(self, model, loader, device) -> dict[str, float]:
+        total_loss = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        count = 0
+        with _EvalMode(model):
+            for batch in loader:
+                x, y = self.to_device(batch, device)
+                logits = model(x)
+                total_loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
+                correct += (logits.argmax(dim=1) == y).sum()
+                count += int(y.shape[0])
+        if count == 0:
+            raise ValueError(f"{self.name}: the validation set is empty")
+        return {"val_loss": float(total_loss) / count, "val_acc": int(correct) / count}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LanguageModelWorkload(Workload):
+    """Next-token prediction on ``(tokens, next_tokens)`` blocks; reports perplexity.
+
+    ``stats["count"]`` and ``stats["tokens"]`` are both the number of predicted tokens, since
+    the loss is the mean over tokens (weighting by it gives the exact epoch mean).
+    """
+
+    task: str = "language_model"
+
+    def loss(self, model, batch):
+        x, y = batch
+        logits = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        n = int(y.numel())
+        return loss, {"count": n, "tokens": n}
+
+    def evaluate(self, model, loader, device) -> dict[str, float]:
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        tokens = 0
+        with _EvalMode(model):
+            for batch in loader:
+                x, y = self.to_device(batch, device)
+                logits = model(x)
+                total += F.cross_entropy(
+                    logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"
+                ).double()
+                tokens += int(y.numel())
+        if tokens == 0:
+            raise ValueError(f"{self.name}: the validation set is empty")
+        val_loss = float(total) / tokens
+        # exp overflows past ~709; a diverged model's perplexity is reported as inf.
+        ppl = math.exp(val_loss) if val_loss < 700 else math.inf
+        return {"val_loss": val_loss, "val_ppl": ppl}

@@ -1,0 +1,27 @@
+"""The registry of named workloads."""
+
+from __future__ import annotations
+
+from sassha.workloads.base import Workload
+from sassha.workloads.digits import digits_workloads
+
+
+def _build() -> dict[str, Workload]:
+    found: dict[str, Workload] = {}
+    for wl in digits_workloads():
+        if wl.name in found:
+            raise RuntimeError(f"workload {wl.name!r} registered twice")
+        found[wl.name] = wl
+    return found
+
+
+WORKLOADS: dict[str, Workload] = _build()
+
+
+def get_workload(name: str) -> Workload:
+    """The workload called ``name``; ValueError naming the known workloads otherwise."""
+    try:
+        return WORKLOADS[name]
+    except (KeyError, TypeError):
+        known = ", ".join(sorted(WORKLOADS))
+        raise ValueError(f"unknown workload {name!r} (known: {known})") from None
