@@ -1,0 +1,1 @@
+"""Bundled search spaces (YAML data); a package so that installs ship the files."""
