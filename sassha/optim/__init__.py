@@ -1,0 +1,27 @@
+"""Optimizers on one closure protocol: ``loss = opt.step(closure)``.
+
+``closure()`` runs the forward pass and returns the scalar loss without calling backward; the
+optimizer differentiates it as often as it needs and returns the loss at ``x``.
+"""
+
+from .baselines import SAM, SGD, AdaHessian, AdamW, Shampoo, SophiaH
+from .hutchinson import HVP_METHODS
+from .registry import REGISTRY, OptimizerSpec, build_optimizer, get_spec
+from .sassha import MSASSHA, SASSHA, HessianPreconditioned
+
+__all__ = [
+    "HVP_METHODS",
+    "MSASSHA",
+    "REGISTRY",
+    "SAM",
+    "SASSHA",
+    "SGD",
+    "AdaHessian",
+    "AdamW",
+    "HessianPreconditioned",
+    "OptimizerSpec",
+    "Shampoo",
+    "SophiaH",
+    "build_optimizer",
+    "get_spec",
+]

@@ -1,0 +1,457 @@
+"""Baselines as the paper ran them, all on the closure protocol ``loss = opt.step(closure)``.
+
+SGD, AdamW and Shampoo are the maintained implementations (torch, ``pytorch-optimizer``) with a
+``step`` that differentiates the closure itself. SAM wraps torch's SGD or AdamW. AdaHessian and
+Sophia-H follow the paper's versions (see ``docs`` of each class) on the shared Hutchinson
+estimator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytorch_optimizer
+import torch
+from torch import Tensor
+
+from . import _parts as P
+from .sassha import Closure, HessianPreconditioned, _require_closure
+from .validation import check_hparams
+
+
+def _backward(closure: Callable[[], Tensor], params) -> Tensor:
+    for p in params:
+        p.grad = None
+    with torch.enable_grad():
+        loss = closure()
+        loss.backward()
+    return loss.detach()
+
+
+def _all_params(opt: torch.optim.Optimizer) -> list[Tensor]:
+    return [p for g in opt.param_groups for p in g["params"]]
+
+
+class SGD(torch.optim.SGD):
+    """torch's SGD (coupled L2 weight decay) driven by ``step(closure)``."""
+
+    def __init__(
+        self,
+        params,
+        *,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        foreach: bool | None = None,
+    ):
+        check_hparams(
+            dict(
+                lr=lr,
+                momentum=momentum,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+                foreach=foreach,
+            )
+        )
+        super().__init__(
+            params,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            foreach=foreach,
+        )
+
+    def step(self, closure: Closure | None = None) -> Tensor:
+        _require_closure(closure, "SGD")
+        loss = _backward(closure, _all_params(self))
+        super().step()
+        return loss
+
+
+class AdamW(torch.optim.AdamW):
+    """torch's AdamW (decoupled weight decay) driven by ``step(closure)``."""
+
+    def __init__(
+        self,
+        params,
+        *,
+        lr: float,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        foreach: bool | None = None,
+    ):
+        check_hparams(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach))
+        super().__init__(
+            params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, foreach=foreach
+        )
+
+    def step(self, closure: Closure | None = None) -> Tensor:
+        _require_closure(closure, "AdamW")
+        loss = _backward(closure, _all_params(self))
+        super().step()
+        return loss
+
+
+class Shampoo(pytorch_optimizer.Shampoo):
+    """``pytorch-optimizer``'s Shampoo (coupled weight decay) driven by ``step(closure)``.
+
+    ``eps`` is its ``matrix_eps`` (the damping added before the inverse root).
+    """
+
+    def __init__(
+        self,
+        params,
+        *,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        eps: float = 1e-4,
+        preconditioning_compute_steps: int = 1,
+    ):
+        check_hparams(
+            dict(
+                lr=lr,
+                momentum=momentum,
+                weight_decay=weight_decay,
+                eps=eps,
+                preconditioning_compute_steps=preconditioning_compute_steps,
+            )
+        )
+        super().__init__(
+            params,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            preconditioning_compute_steps=preconditioning_compute_steps,
+            matrix_eps=eps,
+        )
+
+    def step(self, closure: Closure | None = None) -> Tensor:
+        _require_closure(closure, "Shampoo")
+        loss = _backward(closure, _all_params(self))
+        super().step()
+        return loss
+
+
+class SAM(torch.optim.Optimizer):
+    """SAM (Foret et al.): ``e = rho * g / (||g|| + perturb_eps)`` with one global norm, the base
+    optimizer (``"sgd"`` with momentum or ``"adamw"``) stepping with the gradient at ``x + e``.
+
+    Two closure evaluations per step; BatchNorm statistics are frozen on the second one (pass
+    ``model=``). Returns the loss at ``x``.
+    """
+
+    def __init__(
+        self,
+        params,
+        *,
+        base: str = "sgd",
+        lr: float,
+        rho: float = 0.05,
+        perturb_eps: float = 1e-12,
+        momentum: float = 0.9,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        model: torch.nn.Module | None = None,
+        foreach: bool | None = None,
+    ):
+        if base not in ("sgd", "adamw"):
+            raise ValueError(f"base must be one of 'sgd', 'adamw' (got {base!r})")
+        check_hparams(
+            dict(
+                lr=lr,
+                rho=rho,
+                perturb_eps=perturb_eps,
+                momentum=momentum,
+                betas=betas,
+                eps=eps,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+                foreach=foreach,
+            )
+        )
+        super().__init__(params, dict(lr=lr, rho=rho, perturb_eps=perturb_eps))
+        if base == "sgd":
+            self.base = torch.optim.SGD(
+                self.param_groups,
+                lr=lr,
+                momentum=momentum,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+                foreach=foreach,
+            )
+        else:
+            self.base = torch.optim.AdamW(
+                self.param_groups,
+                lr=lr,
+                betas=tuple(betas),
+                eps=eps,
+                weight_decay=weight_decay,
+                foreach=foreach,
+            )
+        self.base_name = base
+        self._model = model
+        self._foreach = foreach
+        # One set of groups and one state shared with the base optimizer, so a learning-rate
+        # scheduler and state_dict() see a single optimizer.
+        self.param_groups = self.base.param_groups
+        self.state = self.base.state
+
+    def state_dict(self):
+        return self.base.state_dict()
+
+    def load_state_dict(self, state_dict):
+        self.base.load_state_dict(state_dict)
+        self.param_groups = self.base.param_groups
+        self.state = self.base.state
+
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> Tensor:
+        _require_closure(closure, "SAM")
+        params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+        foreach = P.use_foreach(self._foreach, params)
+        with torch.enable_grad():
+            loss = closure()
+            grads = HessianPreconditioned._grads(loss, params, create_graph=False)
+        norm = P.global_norm(grads, foreach)
+        scales = []
+        for g in self.param_groups:
+            s = g["rho"] / (norm + g["perturb_eps"])
+            scales.extend([s] * sum(p.requires_grad for p in g["params"]))
+        saved = P.perturb_(params, grads, scales, foreach)
+        with P.frozen_bn_stats(self._model), torch.enable_grad():
+            loss2 = self.base_loss = closure()
+            grads2 = HessianPreconditioned._grads(loss2, params, create_graph=False)
+        P.restore_(params, saved, foreach)
+        for p, g in zip(params, grads2):
+            p.grad = g
+        self.base.step()
+        return loss.detach()
+
+
+class _SingleGradHessian(HessianPreconditioned):
+    """One closure pass per step at ``x``; the Hutchinson estimate on refresh steps."""
+
+    def _hutchinson_step(self, closure: Closure):
+        groups = self._trainable()
+        self._init_state(groups)
+        for _, params in groups:
+            for p in params:
+                self.state[p]["step"] += 1
+        params = [p for _, ps in groups for p in ps]
+        refresh = [self._refreshing(g, ps) for g, ps in groups]
+        loss, grads, est = self._evaluate(closure, params, any(refresh), freeze_bn=False)
+        by_param = dict(zip(map(id, params), grads))
+        est_by_param = dict(zip(map(id, params), est)) if est is not None else {}
+        out = []
+        for (group, ps), r in zip(groups, refresh):
+            out.append(
+                (
+                    group,
+                    ps,
+                    [by_param[id(p)] for p in ps],
+                    [est_by_param[id(p)] for p in ps] if r else None,
+                )
+            )
+        return loss, out
+
+
+def _hessian_defaults(**kw):
+    base = dict(rho=0.0, perturb_eps=0.0, abs_hessian=True, hessian_bias_correction="steps")
+    return base | kw
+
+
+class AdaHessian(_SingleGradHessian):
+    """AdaHessian as the paper ran it: ``v = beta2 * v + (1 - beta2) * h**2`` with ``h`` the
+    Hutchinson estimate (for 4-D convolution kernels ``|h|`` averaged over the spatial dims 2, 3),
+    ``denom = (v / (1 - beta2 ** t)) ** (hessian_power / 2) + eps``, decoupled weight decay and
+    Adam-style momentum with bias correction. With ``lazy_hessian > 1`` the bias correction of
+    ``v`` is taken at the refresh step and reused, as in SASSHA.
+    """
+
+    _name = "AdaHessian"
+
+    def __init__(
+        self,
+        params,
+        *,
+        lr: float,
+        betas=(0.9, 0.999),
+        weight_decay: float = 0.0,
+        eps: float = 1e-4,
+        hessian_power: float = 1.0,
+        lazy_hessian: int = 1,
+        n_samples: int = 1,
+        seed: int = 0,
+        hvp_method: str = "double_backward",
+        model: torch.nn.Module | None = None,
+        foreach: bool | None = None,
+    ):
+        super().__init__(
+            params,
+            _hessian_defaults(
+                lr=lr,
+                betas=betas,
+                weight_decay=weight_decay,
+                eps=eps,
+                hessian_power=hessian_power,
+                lazy_hessian=lazy_hessian,
+                n_samples=n_samples,
+                seed=seed,
+                hvp_method=hvp_method,
+                foreach=foreach,
+            ),
+            model,
+        )
+
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> Tensor:
+        _require_closure(closure, self._name)
+        loss, parts = self._hutchinson_step(closure)
+        for group, ps, grads, est in parts:
+            if est is not None:
+                self._update_hessian(group, ps, est)
+            self._apply_update(group, ps, grads)
+        return loss
+
+    def _update_hessian(self, group, params, est):
+        foreach = P.use_foreach(group["foreach"], params)
+        beta2 = group["betas"][1]
+        sq = []
+        for h in est:
+            if h.dim() == 4:
+                h = h.abs().mean(dim=(2, 3), keepdim=True).expand_as(h)
+            sq.append(h)
+        sq = torch._foreach_mul(sq, sq) if foreach else [h * h for h in sq]
+        P.ema_([self.state[p]["exp_hessian_diag"] for p in params], sq, beta2, foreach)
+        for p in params:
+            st = self.state[p]
+            st["hessian_step"] += 1
+            st["bias_correction2"] = P.bias_correction(beta2, st["step"])
+
+    def _denominators(self, group, params, foreach):
+        if not params:
+            return []
+        bc2 = self.state[params[0]]["bias_correction2"]
+        v = [self.state[p]["exp_hessian_diag"] for p in params]
+        power = group["hessian_power"] / 2.0
+        if foreach:
+            d = torch._foreach_div(v, bc2)
+            torch._foreach_pow_(d, power)
+            torch._foreach_add_(d, group["eps"])
+            return d
+        return [(x / bc2).pow_(power).add_(group["eps"]) for x in v]
+
+
+class SophiaH(_SingleGradHessian):
+    """Sophia-H as the paper ran it: ``m = beta1 * m + (1 - beta1) * g``; on refresh steps
+    ``h = beta2 * h + (1 - beta2) * hutchinson`` (raw, no abs); decoupled weight decay;
+    ``ratio = clamp(|m| / (clip_threshold * max(h, 0) + eps), max=1)``;
+    ``p -= lr * sign(m) * ratio``; no bias correction.
+    """
+
+    _name = "SophiaH"
+
+    def __init__(
+        self,
+        params,
+        *,
+        lr: float,
+        betas=(0.965, 0.99),
+        weight_decay: float = 0.0,
+        eps: float = 1e-4,
+        clip_threshold: float = 0.05,
+        lazy_hessian: int = 1,
+        n_samples: int = 1,
+        seed: int = 0,
+        hvp_method: str = "double_backward",
+        model: torch.nn.Module | None = None,
+        foreach: bool | None = None,
+    ):
+        check_hparams(dict(clip_threshold=clip_threshold))
+        super().__init__(
+            params,
+            _hessian_defaults(
+                lr=lr,
+                betas=betas,
+                weight_decay=weight_decay,
+                eps=eps,
+                clip_threshold=clip_threshold,
+                hessian_power=1.0,
+                lazy_hessian=lazy_hessian,
+                n_samples=n_samples,
+                seed=seed,
+                hvp_method=hvp_method,
+                foreach=foreach,
+                abs_hessian=False,
+            ),
+            model,
+        )
+
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> Tensor:
+        _require_closure(closure, self._name)
+        loss, parts = self._hutchinson_step(closure)
+        for group, ps, grads, est in parts:
+            if est is not None:
+                foreach = P.use_foreach(group["foreach"], ps)
+                P.ema_(
+                    [self.state[p]["exp_hessian_diag"] for p in ps], est, group["betas"][1], foreach
+                )
+                for p in ps:
+                    self.state[p]["hessian_step"] += 1
+            self._apply_update(group, ps, grads)
+        return loss
+
+    def _denominators(self, group, params, foreach):
+        h = [self.state[p]["exp_hessian_diag"] for p in params]
+        if foreach:
+            d = torch._foreach_clamp_min(h, 0.0)
+            torch._foreach_mul_(d, group["clip_threshold"])
+            torch._foreach_add_(d, group["eps"])
+            return d
+        return [x.clamp_min(0.0).mul_(group["clip_threshold"]).add_(group["eps"]) for x in h]
+
+    def _ratios(self, group, params, foreach):
+        m = [self.state[p]["exp_avg"] for p in params]
+        d = self._denominators(group, params, foreach)
+        if foreach:
+            r = torch._foreach_abs(m)
+            torch._foreach_div_(r, d)
+            torch._foreach_clamp_max_(r, 1.0)
+            torch._foreach_mul_(r, torch._foreach_sign(m))
+            return r, d
+        return [(x.abs() / y).clamp_max_(1.0).mul_(x.sign()) for x, y in zip(m, d)], d
+
+    def _apply_update(self, group, params, grads):
+        if not params:
+            return
+        foreach = P.use_foreach(group["foreach"], params)
+        lr = group["lr"]
+        P.decay_(params, 1.0 - lr * group["weight_decay"], foreach)
+        P.ema_([self.state[p]["exp_avg"] for p in params], grads, group["betas"][0], foreach)
+        steps, _ = self._ratios(group, params, foreach)
+        if foreach:
+            torch._foreach_add_(params, steps, alpha=-lr)
+        else:
+            for p, s in zip(params, steps):
+                p.add_(s, alpha=-lr)
+
+    def diagnostics(self) -> dict[str, float]:
+        total, denoms = 0.0, []
+        for group, params in self._trainable():
+            params = [p for p in params if self.state[p]]
+            if not params:
+                continue
+            steps, d = self._ratios(group, params, P.use_foreach(group["foreach"], params))
+            total += sum(float(torch.linalg.vector_norm(s.double())) ** 2 for s in steps) * (
+                group["lr"] ** 2
+            )
+            denoms.extend(d)
+        return P.precond_diagnostics(math.sqrt(total), denoms)

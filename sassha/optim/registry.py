@@ -1,0 +1,283 @@
+"""Name -> optimizer registry with each optimizer's defaults, checks and per-step cost.
+
+Cost is counted as the paper does (Appendix G.3): one backward pass per gradient and one per
+Hessian-vector product. ``closure_evals`` counts forward passes (closure calls) per step.
+
+``defaults`` hold the paper's typical CIFAR values. ``weight_decay`` there is in the paper's
+units (see ``weight_decay_mode``: for "decoupled" optimizers a trial passes
+``weight_decay = wd / lr`` to the constructor); ``build_optimizer`` passes every value through
+unchanged as the optimizer's own argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .baselines import SAM, SGD, AdaHessian, AdamW, Shampoo, SophiaH
+from .sassha import MSASSHA, SASSHA
+from .validation import check_hparams
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str
+    factory: Callable[..., torch.optim.Optimizer]
+    defaults: Mapping[str, Any]
+    weight_decay_mode: str  # "decoupled" | "coupled"
+    uses_hessian: bool
+    perturbs: bool
+    takes_model: bool
+    _passes: Callable[[Mapping[str, Any]], float] = field(repr=False)
+    _evals: Callable[[Mapping[str, Any]], int] = field(repr=False)
+    description: str = ""
+
+    def resolved(self, hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return dict(self.defaults) | dict(hparams or {})
+
+    def validate(self, hparams: Mapping[str, Any]) -> None:
+        """Raise ValueError naming the first unknown name or bad value."""
+        check_hparams(hparams, allowed=self.defaults, owner=self.name)
+
+    def backward_passes(self, hparams: Mapping[str, Any] | None = None) -> float:
+        """Backward passes per step, averaged over a refresh period (one HVP = one pass)."""
+        h = self.resolved(hparams)
+        self.validate(h)
+        return self._passes(h)
+
+    def closure_evals(self, hparams: Mapping[str, Any] | None = None) -> int:
+        """Closure (forward) evaluations per step."""
+        h = self.resolved(hparams)
+        self.validate(h)
+        return self._evals(h)
+
+    def hvps_per_refresh(self, hparams: Mapping[str, Any] | None = None) -> int:
+        return int(self.resolved(hparams).get("n_samples", 1)) if self.uses_hessian else 0
+
+    def build(self, params: Iterable, model: torch.nn.Module | None = None, **hparams):
+        h = self.resolved(hparams)
+        self.validate(h)
+        if self.takes_model:
+            h["model"] = model
+        return self.factory(params, **h)
+
+
+def _hvp_rate(h) -> float:
+    return h.get("n_samples", 1) / h["lazy_hessian"]
+
+
+def _sassha_evals(h) -> int:
+    # rho = 0 means e = 0 exactly, so SASSHA takes the gradient once.
+    return 2 if h["rho"] > 0 else 1
+
+
+_HESSIAN_COMMON = dict(n_samples=1, seed=0, hvp_method="double_backward", foreach=None)
+
+REGISTRY: dict[str, OptimizerSpec] = {}
+
+
+def _register(spec: OptimizerSpec) -> None:
+    REGISTRY[spec.name] = spec
+
+
+_register(
+    OptimizerSpec(
+        name="sgd",
+        factory=SGD,
+        defaults=dict(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=False, foreach=None),
+        weight_decay_mode="coupled",
+        uses_hessian=False,
+        perturbs=False,
+        takes_model=False,
+        _passes=lambda h: 1.0,
+        _evals=lambda h: 1,
+        description="torch SGD with momentum, coupled L2 weight decay",
+    )
+)
+_register(
+    OptimizerSpec(
+        name="adamw",
+        factory=AdamW,
+        defaults=dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=5e-4, foreach=None),
+        weight_decay_mode="decoupled",
+        uses_hessian=False,
+        perturbs=False,
+        takes_model=False,
+        _passes=lambda h: 1.0,
+        _evals=lambda h: 1,
+        description="torch AdamW",
+    )
+)
+_register(
+    OptimizerSpec(
+        name="sam_sgd",
+        factory=lambda params, **h: SAM(params, base="sgd", **h),
+        defaults=dict(
+            lr=0.1,
+            rho=0.15,
+            momentum=0.9,
+            weight_decay=5e-4,
+            nesterov=False,
+            perturb_eps=1e-12,
+            foreach=None,
+        ),
+        weight_decay_mode="coupled",
+        uses_hessian=False,
+        perturbs=True,
+        takes_model=True,
+        _passes=lambda h: 2.0,
+        _evals=lambda h: 2,
+        description="SAM with an SGD (momentum) base",
+    )
+)
+_register(
+    OptimizerSpec(
+        name="sam_adamw",
+        factory=lambda params, **h: SAM(params, base="adamw", **h),
+        defaults=dict(
+            lr=1e-3,
+            rho=0.2,
+            betas=(0.9, 0.999),
+            eps=1e-8,
+            weight_decay=1e-4,
+            perturb_eps=1e-12,
+            foreach=None,
+        ),
+        weight_decay_mode="decoupled",
+        uses_hessian=False,
+        perturbs=True,
+        takes_model=True,
+        _passes=lambda h: 2.0,
+        _evals=lambda h: 2,
+        description="SAM with an AdamW base",
+    )
+)
+_register(
+    OptimizerSpec(
+        name="sassha",
+        factory=SASSHA,
+        defaults=dict(
+            lr=0.15,
+            betas=(0.9, 0.999),
+            weight_decay=5e-4,
+            rho=0.2,
+            lazy_hessian=10,
+            hessian_power=0.5,
+            eps=1e-4,
+            perturb_eps=1e-12,
+            abs_hessian=True,
+            hessian_bias_correction="steps",
+            **_HESSIAN_COMMON,
+        ),
+        weight_decay_mode="decoupled",
+        uses_hessian=True,
+        perturbs=True,
+        takes_model=True,
+        _passes=lambda h: _sassha_evals(h) + _hvp_rate(h),
+        _evals=_sassha_evals,
+        description="SASSHA (Algorithm 1)",
+    )
+)
+_register(
+    OptimizerSpec(
+        name="msassha",
+        factory=MSASSHA,
+        defaults=dict(
+            lr=0.15,
+            betas=(0.9, 0.999),
+            weight_decay=1e-3,
+            rho=0.6,
+            lazy_hessian=10,
+            hessian_power=0.5,
+            eps=1e-4,
+            perturb_eps=1e-12,
+            abs_hessian=True,
+            hessian_bias_correction="steps",
+            **_HESSIAN_COMMON,
+        ),
+        weight_decay_mode="decoupled",
+        uses_hessian=True,
+        perturbs=True,
+        takes_model=True,
+        _passes=lambda h: 1.0 + _hvp_rate(h),
+        _evals=lambda h: 1,
+        description="M-SASSHA (Appendix B): momentum perturbation, one gradient per step",
+    )
+)
+_register(
+    OptimizerSpec(
+        name="adahessian",
+        factory=AdaHessian,
+        defaults=dict(
+            lr=0.15,
+            betas=(0.9, 0.999),
+            weight_decay=5e-4,
+            eps=1e-4,
+            hessian_power=1.0,
+            lazy_hessian=1,
+            **_HESSIAN_COMMON,
+        ),
+        weight_decay_mode="decoupled",
+        uses_hessian=True,
+        perturbs=False,
+        takes_model=True,
+        _passes=lambda h: 1.0 + _hvp_rate(h),
+        _evals=lambda h: 1,
+        description="AdaHessian as run in the paper",
+    )
+)
+_register(
+    OptimizerSpec(
+        name="sophia_h",
+        factory=SophiaH,
+        defaults=dict(
+            lr=1e-3,
+            betas=(0.965, 0.99),
+            weight_decay=1e-4,
+            eps=1e-4,
+            clip_threshold=0.05,
+            lazy_hessian=1,
+            **_HESSIAN_COMMON,
+        ),
+        weight_decay_mode="decoupled",
+        uses_hessian=True,
+        perturbs=False,
+        takes_model=True,
+        _passes=lambda h: 1.0 + _hvp_rate(h),
+        _evals=lambda h: 1,
+        description="Sophia-H as run in the paper",
+    )
+)
+_register(
+    OptimizerSpec(
+        name="shampoo",
+        factory=Shampoo,
+        defaults=dict(
+            lr=0.4, momentum=0.9, weight_decay=5e-3, eps=1e-4, preconditioning_compute_steps=1
+        ),
+        weight_decay_mode="coupled",
+        uses_hessian=False,
+        perturbs=False,
+        takes_model=False,
+        _passes=lambda h: 1.0,
+        _evals=lambda h: 1,
+        description="Shampoo from pytorch-optimizer",
+    )
+)
+
+
+def get_spec(name: str) -> OptimizerSpec:
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown optimizer {name!r} (known: {', '.join(REGISTRY)})") from None
+
+
+def build_optimizer(
+    name: str, params: Iterable, model: torch.nn.Module | None = None, **hparams
+) -> torch.optim.Optimizer:
+    """Build a registered optimizer; unspecified hyperparameters take ``spec.defaults``."""
+    return get_spec(name).build(params, model=model, **hparams)

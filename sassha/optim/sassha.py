@@ -1,0 +1,418 @@
+"""SASSHA and M-SASSHA (Shin et al., ICML 2025, Algorithm 1 and Appendix B).
+
+One SASSHA step at ``x`` (``t`` is the total number of steps taken, this one included):
+
+1. ``g = grad f(x)``; ``e = rho * g / (||g|| + perturb_eps)`` with one norm over all tensors.
+2. ``g~ = grad f(x + e)``; BatchNorm running statistics are frozen on this pass.
+3. On refresh steps (``t = 1, 1 + k, 1 + 2k, ...``) the Hutchinson estimate ``h = z * (H z)`` is
+   taken at ``x + e``; ``D = beta2 * D + (1 - beta2) * |h|`` and ``B = (1 - beta2 ** t) ** power``
+   is cached. Other steps reuse ``D`` and ``B``.
+4. Back at ``x``: ``x *= 1 - lr * weight_decay``; ``m = beta1 * m + (1 - beta1) * g~``;
+   ``x -= lr / (1 - beta1 ** t) * m / (D ** power / B + eps)``.
+
+M-SASSHA replaces step 1 by ``e = -rho * m / ||m||`` (no perturbation while ``m`` is zero) and
+so needs one closure evaluation per step; that single pass also updates BatchNorm statistics.
+
+Ablations are arguments: ``lazy_hessian`` (k), ``hessian_power`` (1.0 = no square root),
+``abs_hessian=False`` (no-abs), ``rho=0`` (no sharpness term), ``hessian_bias_correction``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import _parts as P
+from . import hutchinson
+from .validation import check_hparams
+
+Closure = Callable[[], Tensor]
+
+
+def _require_closure(closure: Closure | None, name: str) -> None:
+    if closure is None:
+        raise ValueError(
+            f"{name}.step() needs a closure: closure() returns the loss and does not call backward"
+        )
+
+
+class HessianPreconditioned(torch.optim.Optimizer):
+    """Shared machinery: lazy Hessian EMA, probe RNG, the preconditioned update, diagnostics.
+
+    ``abs_hessian=False`` (the no-abs ablation) lets the EMA hold negative entries. The
+    preconditioner then uses the signed power ``sign(D) * |D| ** power``, which is ``D ** power``
+    whenever ``D >= 0`` and exactly ``D`` for ``power = 1``, so it can never produce a NaN from a
+    fractional power of a negative number. Entries where ``D ** power / B`` is close to ``-eps``
+    still give very large steps: that is what the ablation measures.
+    """
+
+    _name = "HessianPreconditioned"
+
+    def __init__(self, params, defaults: dict[str, Any], model: torch.nn.Module | None):
+        check_hparams(defaults)
+        defaults = dict(defaults)
+        defaults["betas"] = tuple(float(b) for b in defaults["betas"])
+        super().__init__(params, defaults)
+        self._model = model
+        self._generator: torch.Generator | None = None
+
+    # ------------------------------------------------------------------------------ state
+
+    def _trainable(self) -> list[tuple[dict, list[Tensor]]]:
+        return [(g, [p for p in g["params"] if p.requires_grad]) for g in self.param_groups]
+
+    def _init_state(self, groups: list[tuple[dict, list[Tensor]]]) -> None:
+        for _, params in groups:
+            for p in params:
+                st = self.state[p]
+                if not st:
+                    st["step"] = 0
+                    st["hessian_step"] = 0
+                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    st["exp_hessian_diag"] = torch.zeros_like(
+                        p, memory_format=torch.preserve_format
+                    )
+                    st["bias_correction2"] = 1.0
+
+    def _probe_generator(self, params: list[Tensor]) -> torch.Generator:
+        # The generator's state lives in the first parameter's state (saved by state_dict()).
+        anchor = self.state[self._first_param()]
+        g0 = self.param_groups[0]
+        if self._generator is None:
+            self._generator = hutchinson.make_generator(params[0].device, g0["seed"])
+        hutchinson.load_generator(self._generator, anchor.get("probe_rng_state"))
+        return self._generator
+
+    def _save_generator(self) -> None:
+        self.state[self._first_param()]["probe_rng_state"] = self._generator.get_state()
+
+    def _first_param(self) -> Tensor:
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.requires_grad:
+                    return p
+        raise ValueError(f"{self._name} has no parameter that requires grad")
+
+    # ------------------------------------------------------------------------- gradients
+
+    @staticmethod
+    def _grads(loss: Tensor, params: list[Tensor], create_graph: bool) -> list[Tensor]:
+        grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
+        # A parameter the loss does not reach has gradient zero (it still decays and its
+        # momentum still shrinks, as for any other zero gradient).
+        return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+
+    def _evaluate(
+        self, closure: Closure, params: list[Tensor], hessian: bool, freeze_bn: bool
+    ) -> tuple[Tensor, list[Tensor], list[Tensor] | None]:
+        """One closure pass: loss, gradient and (when ``hessian``) the Hutchinson diagonal."""
+        g0 = self.param_groups[0]
+        with P.frozen_bn_stats(self._model if freeze_bn else None):
+            if hessian and g0["hvp_method"] == "forward_over_reverse":
+                if self._model is None:
+                    raise ValueError("hvp_method='forward_over_reverse' needs model=")
+                gen = self._probe_generator(params)
+                loss, grads, est = hutchinson.grad_and_hutchinson_func(
+                    closure, self._model, params, gen, g0["n_samples"]
+                )
+                self._save_generator()
+                return loss, grads, est
+            with torch.enable_grad():
+                loss = closure()
+                grads = self._grads(loss, params, create_graph=hessian)
+            if not hessian:
+                return loss.detach(), grads, None
+            gen = self._probe_generator(params)
+            with torch.enable_grad():
+                est = hutchinson.hutchinson_diag(grads, params, gen, g0["n_samples"])
+            self._save_generator()
+            return loss.detach(), [g.detach() for g in grads], est
+
+    # ------------------------------------------------------------------------ Hessian EMA
+
+    def _refreshing(self, group: dict, params: list[Tensor]) -> bool:
+        if not params:
+            return False
+        t = self.state[params[0]]["step"]  # already incremented for this step
+        return (t - 1) % group["lazy_hessian"] == 0
+
+    def _update_hessian(self, group: dict, params: list[Tensor], est: list[Tensor]) -> None:
+        foreach = P.use_foreach(group["foreach"], params)
+        beta2 = group["betas"][1]
+        if group["abs_hessian"]:
+            if foreach:
+                torch._foreach_abs_(est)
+            else:
+                for e in est:
+                    e.abs_()
+        P.ema_([self.state[p]["exp_hessian_diag"] for p in params], est, beta2, foreach)
+        for p in params:
+            st = self.state[p]
+            st["hessian_step"] += 1
+            count = (
+                st["step"] if group["hessian_bias_correction"] == "steps" else st["hessian_step"]
+            )
+            st["bias_correction2"] = P.bias_correction(beta2, count) ** group["hessian_power"]
+
+    def _denominators(self, group: dict, params: list[Tensor], foreach: bool) -> list[Tensor]:
+        if not params:
+            return []
+        st0 = self.state[params[0]]
+        return P.sassha_denominator(
+            [self.state[p]["exp_hessian_diag"] for p in params],
+            st0["bias_correction2"],
+            group["hessian_power"],
+            group["eps"],
+            signed=not group["abs_hessian"],
+            foreach=foreach,
+        )
+
+    # ---------------------------------------------------------------------------- update
+
+    def _apply_update(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
+        if not params:
+            return
+        foreach = P.use_foreach(group["foreach"], params)
+        lr, (beta1, _) = group["lr"], group["betas"]
+        t = self.state[params[0]]["step"]
+        exp_avgs = [self.state[p]["exp_avg"] for p in params]
+        P.decay_(params, 1.0 - lr * group["weight_decay"], foreach)
+        P.ema_(exp_avgs, grads, beta1, foreach)
+        denoms = self._denominators(group, params, foreach)
+        P.preconditioned_step_(params, exp_avgs, denoms, lr / P.bias_correction(beta1, t), foreach)
+
+    def diagnostics(self) -> dict[str, float]:
+        """``update_norm`` = ||lr * D^-1 m|| of the last step (global) and quantiles of the
+        last denominator ``D ** power / B + eps``. Recomputed from the state, so it costs
+        nothing unless called."""
+        total, denoms = 0.0, []
+        for group, params in self._trainable():
+            params = [p for p in params if self.state[p]]
+            if not params:
+                continue
+            d = self._denominators(group, params, P.use_foreach(group["foreach"], params))
+            t = self.state[params[0]]["step"]
+            scale = group["lr"] / P.bias_correction(group["betas"][0], t)
+            n = P.norm_of_scaled_ratio([self.state[p]["exp_avg"] for p in params], d, scale)
+            total += n * n
+            denoms.extend(d)
+        return P.precond_diagnostics(math.sqrt(total), denoms)
+
+
+def _defaults(
+    lr,
+    betas,
+    weight_decay,
+    rho,
+    lazy_hessian,
+    hessian_power,
+    eps,
+    perturb_eps,
+    abs_hessian,
+    n_samples,
+    seed,
+    hessian_bias_correction,
+    hvp_method,
+    foreach,
+):
+    return dict(
+        lr=lr,
+        betas=betas,
+        weight_decay=weight_decay,
+        rho=rho,
+        lazy_hessian=lazy_hessian,
+        hessian_power=hessian_power,
+        eps=eps,
+        perturb_eps=perturb_eps,
+        abs_hessian=abs_hessian,
+        n_samples=n_samples,
+        seed=seed,
+        hessian_bias_correction=hessian_bias_correction,
+        hvp_method=hvp_method,
+        foreach=foreach,
+    )
+
+
+class SASSHA(HessianPreconditioned):
+    """Sharpness-aware adaptive second-order optimizer (Algorithm 1, variant SASSHA).
+
+    ``loss = opt.step(closure)`` evaluates ``closure()`` twice (at ``x`` and at ``x + e``) and
+    returns the loss at ``x``. With ``rho == 0`` in every group the perturbation is exactly zero,
+    so the gradient at ``x + e`` is the gradient at ``x``: the step then evaluates the closure
+    once (the registry's cost model counts it that way) and produces the same trajectory.
+    Pass ``model=`` so that BatchNorm running statistics are updated by the pass at ``x`` only.
+    """
+
+    _name = "SASSHA"
+
+    def __init__(
+        self,
+        params,
+        *,
+        lr: float,
+        betas=(0.9, 0.999),
+        weight_decay: float = 0.0,
+        rho: float,
+        lazy_hessian: int = 10,
+        hessian_power: float = 0.5,
+        eps: float = 1e-4,
+        perturb_eps: float = 1e-12,
+        abs_hessian: bool = True,
+        n_samples: int = 1,
+        seed: int = 0,
+        hessian_bias_correction: str = "steps",
+        hvp_method: str = "double_backward",
+        model: torch.nn.Module | None = None,
+        foreach: bool | None = None,
+    ):
+        super().__init__(
+            params,
+            _defaults(
+                lr,
+                betas,
+                weight_decay,
+                rho,
+                lazy_hessian,
+                hessian_power,
+                eps,
+                perturb_eps,
+                abs_hessian,
+                n_samples,
+                seed,
+                hessian_bias_correction,
+                hvp_method,
+                foreach,
+            ),
+            model,
+        )
+
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> Tensor:
+        _require_closure(closure, self._name)
+        groups = self._trainable()
+        self._init_state(groups)
+        for _, params in groups:
+            for p in params:
+                self.state[p]["step"] += 1
+        params = [p for _, ps in groups for p in ps]
+        refresh = [self._refreshing(g, ps) for g, ps in groups]
+        hess_params = [p for (_, ps), r in zip(groups, refresh) if r for p in ps]
+        perturb = any(g["rho"] > 0 for g, ps in groups if ps)
+
+        if perturb:
+            loss, grads, _ = self._evaluate(closure, params, hessian=False, freeze_bn=False)
+            saved = self._perturb(groups, params, grads)
+            _, grads, est = self._evaluate(closure, params, bool(hess_params), freeze_bn=True)
+            P.restore_(params, saved, P.use_foreach(self.param_groups[0]["foreach"], params))
+        else:
+            loss, grads, est = self._evaluate(closure, params, bool(hess_params), freeze_bn=False)
+
+        by_param = dict(zip(map(id, params), grads))
+        est_by_param = dict(zip(map(id, params), est)) if est is not None else {}
+        for (group, ps), r in zip(groups, refresh):
+            if r:
+                self._update_hessian(group, ps, [est_by_param[id(p)] for p in ps])
+            self._apply_update(group, ps, [by_param[id(p)] for p in ps])
+        return loss
+
+    def _perturb(self, groups, params: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
+        foreach = P.use_foreach(self.param_groups[0]["foreach"], params)
+        norm = P.global_norm(grads, foreach)
+        scales: list[Tensor] = []
+        for group, ps in groups:
+            s = group["rho"] / (norm + group["perturb_eps"])
+            scales.extend([s] * len(ps))
+        return P.perturb_(params, grads, scales, foreach)
+
+
+class MSASSHA(HessianPreconditioned):
+    """M-SASSHA (Appendix B): SASSHA with the perturbation ``e = -rho * m / ||m||``.
+
+    One closure evaluation per step, at ``x + e``; its gradient drives the update and, on refresh
+    steps, the Hutchinson estimate is taken at the same point. The first step (``m = 0``) is not
+    perturbed. That single pass is the only forward of the step, so it updates BatchNorm running
+    statistics. ``step`` returns the loss it evaluated (at ``x + e``).
+    """
+
+    _name = "MSASSHA"
+
+    def __init__(
+        self,
+        params,
+        *,
+        lr: float,
+        betas=(0.9, 0.999),
+        weight_decay: float = 0.0,
+        rho: float,
+        lazy_hessian: int = 10,
+        hessian_power: float = 0.5,
+        eps: float = 1e-4,
+        perturb_eps: float = 1e-12,
+        abs_hessian: bool = True,
+        n_samples: int = 1,
+        seed: int = 0,
+        hessian_bias_correction: str = "steps",
+        hvp_method: str = "double_backward",
+        model: torch.nn.Module | None = None,
+        foreach: bool | None = None,
+    ):
+        super().__init__(
+            params,
+            _defaults(
+                lr,
+                betas,
+                weight_decay,
+                rho,
+                lazy_hessian,
+                hessian_power,
+                eps,
+                perturb_eps,
+                abs_hessian,
+                n_samples,
+                seed,
+                hessian_bias_correction,
+                hvp_method,
+                foreach,
+            ),
+            model,
+        )
+
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> Tensor:
+        _require_closure(closure, self._name)
+        groups = self._trainable()
+        self._init_state(groups)
+        for _, params in groups:
+            for p in params:
+                self.state[p]["step"] += 1
+        params = [p for _, ps in groups for p in ps]
+        refresh = [self._refreshing(g, ps) for g, ps in groups]
+        hessian = any(refresh)
+        foreach = P.use_foreach(self.param_groups[0]["foreach"], params)
+
+        saved = None
+        first = self.state[params[0]]["step"] == 1
+        if not first and any(g["rho"] > 0 for g, ps in groups if ps):
+            exp_avgs = [self.state[p]["exp_avg"] for p in params]
+            norm = P.global_norm(exp_avgs, foreach)
+            if float(norm) > 0.0:
+                scales: list[Tensor] = []
+                for group, ps in groups:
+                    scales.extend([-group["rho"] / (norm + group["perturb_eps"])] * len(ps))
+                saved = P.perturb_(params, exp_avgs, scales, foreach)
+
+        loss, grads, est = self._evaluate(closure, params, hessian, freeze_bn=False)
+        if saved is not None:
+            P.restore_(params, saved, foreach)
+
+        by_param = dict(zip(map(id, params), grads))
+        est_by_param = dict(zip(map(id, params), est)) if est is not None else {}
+        for (group, ps), r in zip(groups, refresh):
+            if r:
+                self._update_hessian(group, ps, [est_by_param[id(p)] for p in ps])
+            self._apply_update(group, ps, [by_param[id(p)] for p in ps])
+        return loss
