@@ -101,6 +101,10 @@ class Workload:
     def build_model(self, config: Mapping[str, Any] | None = None) -> nn.Module:
         return self.model_fn(config or {})
 
+    def classes_for(self, config: Mapping[str, Any] | None = None) -> int:
+        """The number of classes, honouring a ``model.num_classes`` override (tiny tests)."""
+        return int(_overrides(config, "model").get("num_classes", self.num_classes))
+
     def build_data(self, config: Mapping[str, Any] | None = None) -> tuple[Dataset, Dataset]:
         return self.data_fn(config or {})
 
@@ -144,7 +148,7 @@ class ClassificationWorkload(Workload):
         if fraction > 0.0:
             clean = dataset_targets(train)
             noisy, flipped = apply_label_noise(
-                clean, fraction, self.num_classes, int(config.get("seed", 0))
+                clean, fraction, self.classes_for(config), int(config.get("seed", 0))
             )
             train = RelabeledDataset(train, noisy, clean, flipped)
         return train, val

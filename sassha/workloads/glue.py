@@ -1,0 +1,212 @@
+"""GLUE fine-tuning of a pretrained SqueezeBERT (the paper's Table 4), via ``transformers``."""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sassha.data.errors import DataRootError
+from sassha.data.glue import GLUE_TASKS, collate_padded, glue_datasets
+from sassha.workloads.base import ClassificationWorkload, _EvalMode, _overrides
+from sassha.workloads.vision import trial_defaults
+
+# The configs' epochs: 5 for the large tasks, 10 for RTE/STS-B (and MRPC), 20 for CoLA.
+GLUE_EPOCHS = {
+    "cola": 20,
+    "sst2": 5,
+    "mrpc": 10,
+    "stsb": 10,
+    "qqp": 5,
+    "mnli": 5,
+    "qnli": 5,
+    "rte": 10,
+}
+
+_PRETRAINED_HELP = (
+    "a local directory holding a SqueezeBERT checkpoint and its tokenizer, e.g. from "
+    "`huggingface-cli download squeezebert/squeezebert-uncased --local-dir DIR`"
+)
+
+# Table 12's grid; SASSHA's lr 1e-2 and k 1 are the configs' choice, the rest mid-grid values.
+GLUE_OPTIMIZERS = {
+    "sgd": {"lr": 1e-2, "momentum": 0.9, "weight_decay": 0.0},
+    "adamw": {"lr": 1e-4, "weight_decay": 1e-6},
+    "sam_sgd": {"lr": 1e-2, "momentum": 0.9, "rho": 0.05, "weight_decay": 0.0},
+    "sam_adamw": {"lr": 1e-4, "rho": 0.05, "weight_decay": 1e-6},
+    "sassha": {"lr": 1e-2, "rho": 2.5e-3, "weight_decay": 1e-5, "lazy_hessian": 1},
+    "msassha": {"lr": 1e-2, "rho": 2.5e-3, "weight_decay": 1e-5, "lazy_hessian": 1},
+    "adahessian": {"lr": 1e-3, "weight_decay": 1e-6, "lazy_hessian": 1},
+    "sophia_h": {
+        "lr": 1e-4,
+        "weight_decay": 1e-6,
+        "clip_threshold": 0.05,
+        "eps": 1e-4,
+        "lazy_hessian": 1,
+    },
+    "shampoo": {"lr": 0.1, "weight_decay": 0.0, "eps": 1e-4},
+}
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError(
+            "GLUE workloads need the optional 'transformers' package: "
+            "pip install 'sassha-sweeps[transformers]'"
+        ) from None
+    return transformers
+
+
+def pretrained_dir_of(config) -> str:
+    path = config.get("pretrained_dir") or _overrides(config, "model").get("pretrained_dir")
+    if not path:
+        raise DataRootError(f"GLUE workloads need config['pretrained_dir']: {_PRETRAINED_HELP}")
+    if not os.path.isfile(os.path.join(str(path), "config.json")):
+        raise DataRootError(
+            f"no pretrained model at {path}: expected config.json and weights; {_PRETRAINED_HELP}"
+        )
+    return str(path)
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(path: str):
+    return _transformers().AutoTokenizer.from_pretrained(path)
+
+
+def _max_length(config) -> int:
+    d, m = _overrides(config, "data"), _overrides(config, "model")
+    return int(d.get("max_length", m.get("max_length", 128)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class GlueWorkload(ClassificationWorkload):
+    """A GLUE task: batches are dicts (``input_ids``, ``attention_mask``, ..., ``labels``)."""
+
+    glue_task: str
+    task: str = "glue"
+
+    @property
+    def regression(self) -> bool:
+        return GLUE_TASKS[self.glue_task].labels is None
+
+    def classes_for(self, config=None) -> int:
+        return self.num_classes
+
+    def build_data(self, config=None):
+        config = config or {}
+        if self.regression and float(config.get("label_noise", 0.0) or 0.0) > 0:
+            raise ValueError("label_noise does not apply to STS-B (a regression task)")
+        return super().build_data(config)
+
+    def loss(self, model, batch):
+        labels = batch["labels"]
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = model(**inputs).logits
+        n = int(labels.shape[0])
+        if self.regression:
+            return F.mse_loss(logits.squeeze(-1), labels.float()), {"count": n}
+        loss = F.cross_entropy(logits, labels)
+        correct = (logits.detach().argmax(dim=-1) == labels).sum()
+        return loss, {"correct": correct, "count": n}
+
+    def evaluate(self, model, loader, device) -> dict[str, float]:
+        preds, golds = [], []
+        total, count = 0.0, 0
+        with _EvalMode(model):
+            for batch in loader:
+                batch = self.to_device(batch, device)
+                labels = batch["labels"]
+                logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
+                if self.regression:
+                    out = logits.squeeze(-1)
+                    total += float(F.mse_loss(out, labels.float(), reduction="sum"))
+                else:
+                    out = logits.argmax(dim=-1)
+                    total += float(F.cross_entropy(logits, labels, reduction="sum"))
+                preds.append(out.cpu())
+                golds.append(labels.cpu())
+                count += int(labels.shape[0])
+        if count == 0:
+            raise ValueError(f"{self.name}: the validation set is empty")
+        p = torch.cat(preds).numpy()
+        g = torch.cat(golds).numpy()
+        return {"val_loss": total / count, **glue_metrics(self.glue_task, p, g)}
+
+
+def glue_metrics(task: str, preds: np.ndarray, golds: np.ndarray) -> dict[str, float]:
+    """GLUE's metrics for ``task``: accuracy, plus MCC (CoLA), F1 (MRPC, QQP), r/rho (STS-B)."""
+    if task == "stsb":
+        from scipy.stats import pearsonr, spearmanr
+
+        p, g = preds.astype(np.float64), golds.astype(np.float64)
+        if np.std(p) == 0 or np.std(g) == 0:
+            # Correlation is undefined for a constant prediction: report no correlation.
+            return {"val_pearson": 0.0, "val_spearman": 0.0}
+        return {"val_pearson": float(pearsonr(p, g)[0]), "val_spearman": float(spearmanr(p, g)[0])}
+    from sklearn.metrics import f1_score, matthews_corrcoef
+
+    out = {"val_acc": float(np.mean(preds == golds))}
+    if task == "cola":
+        out["val_matthews"] = float(matthews_corrcoef(golds, preds))
+    if task in ("mrpc", "qqp"):
+        out["val_f1"] = float(f1_score(golds, preds, zero_division=0.0))
+    return out
+
+
+def _model_fn(task_name: str):
+    def build(config):
+        tf = _transformers()
+        path = pretrained_dir_of(config)
+        return tf.AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=GLUE_TASKS[task_name].num_labels,
+            # Dropout off, as in the paper's fine-tuning runs.
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
+
+    return build
+
+
+def _data_fn(task_name: str):
+    def build(config):
+        _transformers()
+        d = _overrides(config, "data")
+        return glue_datasets(
+            config.get("data_root"),
+            task_name,
+            _tokenizer(pretrained_dir_of(config)),
+            max_length=_max_length(config),
+            num_train=d.get("num_train"),
+            num_val=d.get("num_val"),
+        )
+
+    return build
+
+
+def glue_workloads() -> list[GlueWorkload]:
+    out = []
+    for name, task in GLUE_TASKS.items():
+        out.append(
+            GlueWorkload(
+                name=f"glue_squeezebert_{name}",
+                glue_task=name,
+                num_classes=task.num_labels,
+                model_fn=_model_fn(name),
+                data_fn=_data_fn(name),
+                collate_fn=collate_padded,
+                defaults=trial_defaults(
+                    GLUE_EPOCHS[name], 16, {"name": "constant"}, pretrained_dir=None
+                ),
+                optimizer_defaults={k: dict(v) for k, v in GLUE_OPTIMIZERS.items()},
+                description=f"GLUE {task.folder}, pretrained SqueezeBERT, {GLUE_EPOCHS[name]} "
+                "epochs, batch 16, dropout 0",
+            )
+        )
+    return out
