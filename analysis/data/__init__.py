@@ -1,0 +1,1 @@
+"""Package data: the paper's published numbers (published_results.yaml)."""

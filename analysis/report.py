@@ -1,0 +1,495 @@
+"""``sweep report SPEC``: seed-aggregated tables and plots of a sweep, from MLflow.
+
+:func:`run_report` is what the CLI calls; :func:`build_report` does the work on already loaded
+data, so it can be used from a notebook or a test without a spec file.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import plots
+from analysis.aggregate import aggregate, claims, group_columns, trial_values
+from analysis.load import SweepData, load_sweep, subset
+from analysis.tables import (
+    SHARPNESS_METRICS,
+    Table,
+    accuracy_table,
+    column_label,
+    cost_table,
+    fmt_number,
+    generic_table,
+    is_percent,
+    label_noise_table,
+    sharpness_table,
+)
+
+FORMATS = ("md", "csv", "tex", "png")
+TABLES = ("generic", "accuracy", "sharpness", "label_noise", "cost")
+
+# Options run_report takes through **options, with their types and defaults.
+OPTIONS: dict[str, tuple[type | tuple, object]] = {
+    "tables": ((str, list, tuple), "auto"),
+    "landscape": ((str, list, tuple), None),
+    "spectrum": ((str, list, tuple), None),
+    "landscape_steps": (int, 21),
+    "landscape_radius": (float, 1.0),
+    "hessian_batches": (int, 4),
+    "hessian_iters": (int, 100),
+    "spectrum_steps": (int, 80),
+    "spectrum_runs": (int, 3),
+    "hessian_seed": (int, 0),
+    "device": (str, "cpu"),
+    "dpi": (int, 100),
+}
+
+
+class ReportError(Exception):
+    """A user-facing problem: printed as one line, exit code 2."""
+
+
+@dataclass
+class Progress:
+    planned: int | None
+    finished: int
+    diverged: int
+    failed: int
+    running: int
+    unplanned: int = 0
+
+    @property
+    def missing(self) -> int | None:
+        if self.planned is None:
+            return None
+        return max(self.planned - self.finished - self.diverged - self.failed, 0)
+
+    def describe(self) -> str:
+        done = self.finished + self.diverged + self.failed
+        if self.planned is None:
+            head = f"{done} trials ended"
+        else:
+            head = f"{done} of {self.planned} planned trials ended"
+        text = (
+            f"{head} ({self.finished} finished, {self.diverged} diverged, {self.failed} failed); "
+            f"{self.running} running"
+        )
+        if self.missing is not None:
+            text += f"; {self.missing} missing (not finished yet)"
+        if self.unplanned:
+            text += f"; {self.unplanned} logged trials are not in the current plan"
+        return text
+
+
+@dataclass
+class Report:
+    progress: Progress
+    tables: list[Table] = field(default_factory=list)
+    claims: list[str] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_markdown(self, title: str = "") -> str:
+        parts = [f"## {title}\n" if title else "", self.progress.describe() + "\n"]
+        for t in self.tables:
+            parts.append(t.to_markdown())
+        if self.claims:
+            parts.append("### Comparisons (Welch's t-test over seeds)\n")
+            parts.append("\n".join(f"- {c}" for c in self.claims) + "\n")
+        if self.notes:
+            parts.append("\n".join(self.notes) + "\n")
+        return "\n".join(p for p in parts if p)
+
+
+def progress(data: SweepData, planned_hashes: list[str] | None) -> Progress:
+    runs = data.runs
+    if planned_hashes is not None:
+        planned = set(planned_hashes)
+        inside = runs[runs["trial_hash"].isin(planned)] if not runs.empty else runs
+        unplanned = len(runs) - len(inside)
+        runs = inside
+    else:
+        unplanned = 0
+    status = runs["status"] if not runs.empty else pd.Series(dtype=str)
+    return Progress(
+        planned=None if planned_hashes is None else len(set(planned_hashes)),
+        finished=int((status == "finished").sum()),
+        diverged=int((status == "diverged").sum()),
+        failed=int((status == "failed").sum()),
+        running=int((~status.isin(["finished", "diverged", "failed"])).sum()),
+        unplanned=unplanned,
+    )
+
+
+def _wanted_tables(option, data: SweepData, *, budget: bool) -> list[str]:
+    if isinstance(option, str):
+        option = [t.strip() for t in option.split(",") if t.strip()]
+    option = list(option)
+    for name in option:
+        if name not in (*TABLES, "auto", "all"):
+            raise ReportError(
+                f"tables: unknown table {name!r} (allowed: auto, all, {', '.join(TABLES)})"
+            )
+    if "all" in option:
+        return list(TABLES)
+    if "auto" not in option:
+        return option
+    runs = data.runs
+    axes = [a for a in data.axes if a != "workload"]
+    out = ["generic"]
+    if not axes:
+        out.append("accuracy")
+    if any(f"metrics.{m}" in runs for m, _ in SHARPNESS_METRICS if m != "val_acc"):
+        out.append("sharpness")
+    if axes == ["label_noise"]:
+        out.append("label_noise")
+    epochs = runs["params.epochs"].nunique() if "params.epochs" in runs else 0
+    if "metrics.wall_time_s" in runs and (budget or epochs > 1):
+        out.append("cost")
+    return out
+
+
+def _epochs_per_group(data: SweepData, agg: pd.DataFrame, by: list[str]) -> list:
+    runs = data.runs
+    out = []
+    for _, row in agg.iterrows():
+        sel = pd.Series(True, index=runs.index)
+        for c in by:
+            sel &= runs[c].map(lambda v, want=row[c]: _same(v, want))
+        vals = (
+            sorted({v for v in runs.loc[sel, "params.epochs"]}) if "params.epochs" in runs else []
+        )
+        out.append(", ".join(str(v) for v in vals) if vals else None)
+    return out
+
+
+def _same(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def build_report(
+    data: SweepData,
+    *,
+    metric: str = "val_acc",
+    mode: str = "max",
+    out: Path | None = None,
+    formats=FORMATS,
+    best: bool = False,
+    paper: bool = False,
+    planned_hashes: list[str] | None = None,
+    variant_order: list[str] | None = None,
+    budget: bool = False,
+    workdir: Path | None = None,
+    tables="auto",
+    **options,
+) -> Report:
+    """Tables, comparisons and figures for ``data``; files go to ``out`` in ``formats``."""
+    opts = {k: d for k, (_, d) in OPTIONS.items()}
+    opts.update(options)
+    report = Report(progress=progress(data, planned_hashes))
+    runs = data.runs
+    if runs.empty:
+        report.notes.append("No trial of this sweep is in the tracking store yet.")
+        return report
+    if f"metrics.{metric}" not in runs:
+        logged = sorted(c.split(".", 1)[1] for c in runs if c.startswith("metrics."))
+        report.notes.append(
+            f"Metric {metric!r} is not logged by any trial yet "
+            f"(logged: {', '.join(logged) or 'none'})."
+        )
+    by = group_columns(data)
+    agg_kw = dict(best=best, metric=metric, mode=mode, variant_order=variant_order)
+    wanted = _wanted_tables(tables, data, budget=budget)
+
+    generic = aggregate(data, [metric], by=by, **agg_kw)
+    if "generic" in wanted:
+        report.tables.append(generic_table(generic, by, metric, best=best))
+    pct = is_percent(metric)
+    fmt = (lambda x: f"{100 * x:.2f}%") if pct else fmt_number
+    report.claims = [c.describe(column_label, fmt) for c in claims(generic, metric, mode, by)]
+
+    if "accuracy" in wanted:
+        agg = aggregate(data, [metric], by=["workload", "variant"], **agg_kw)
+        report.tables.append(accuracy_table(agg, metric))
+    if "sharpness" in wanted:
+        names = [m for m, _ in SHARPNESS_METRICS if f"metrics.{m}" in runs]
+        if names:
+            report.tables.append(sharpness_table(aggregate(data, names, by=by, **agg_kw), by))
+    if "label_noise" in wanted and "params.label_noise" in runs:
+        lby = ["workload", "variant", "params.label_noise"]
+        report.tables.append(label_noise_table(aggregate(data, [metric], by=lby, **agg_kw), metric))
+    if "cost" in wanted:
+        names = [m for m in ("backward_passes", "wall_time_s") if f"metrics.{m}" in runs]
+        cby = ["workload", *[c for c in by if c != "workload"]]
+        agg = aggregate(data, [*names, metric], by=cby, **agg_kw)
+        agg["epochs"] = _epochs_per_group(data, agg, cby)
+        report.tables.append(cost_table(agg, cby, metric))
+
+    if paper:
+        from analysis.published import compare, paper_values
+
+        values = None
+        if best:
+            names = sorted({n for pv in paper_values() for n in pv.ours})
+            values = trial_values(data, names, best=True, metric=metric, mode=mode)
+        table = compare(data, values)
+        if table is None:
+            workloads = ", ".join(sorted(set(runs["workload"])))
+            report.notes.append(
+                f"--paper: none of this sweep's workloads ({workloads}) and variants matches a "
+                "row of the paper's Tables 1, 3-7, 14, 15."
+            )
+        else:
+            report.tables.append(table)
+
+    if out is not None:
+        out = Path(out)
+        for t in report.tables:
+            report.files += t.write(out, formats)
+        if "png" in formats:
+            report.figures += _figures(
+                data, out, metric=metric, mode=mode, by=by, agg_kw=agg_kw, dpi=int(opts["dpi"])
+            )
+        for key, fn in (("landscape", _landscape_figure), ("spectrum", _spectrum_figure)):
+            if opts.get(key):
+                if workdir is None:
+                    raise ReportError(f"{key}: needs the sweep's working folder")
+                report.figures.append(fn(data, workdir, out, _hashes(opts[key]), opts))
+        report.files += report.figures
+        if "md" in formats:
+            path = out / "report.md"
+            path.write_text(report.to_markdown(data.sweep))
+            report.files.append(path)
+    return report
+
+
+def _hashes(value) -> list[str]:
+    if isinstance(value, str):
+        value = value.split(",")
+    return [str(v).strip() for v in value if str(v).strip()]
+
+
+def _figures(data: SweepData, out: Path, *, metric, mode, by, agg_kw, dpi) -> list[Path]:
+    figs: list[Path] = []
+    workloads = list(dict.fromkeys(data.runs["workload"]))
+    several = len(workloads) > 1
+    for w in workloads:
+        part = subset(data, data.runs["workload"] == w) if several else data
+        suffix = f"_{w}" if several else ""
+        curve_by = [c for c in by if c != "workload"]
+        metrics = [metric] + [m for m in ("val_loss", "train_loss") if m != metric]
+        figs.append(
+            plots.plot_learning_curves(
+                part, out / f"learning_curves{suffix}.png", metrics, curve_by, dpi=dpi
+            )
+        )
+        figs.append(
+            plots.plot_preconditioner(part, out / f"preconditioner{suffix}.png", curve_by, dpi=dpi)
+        )
+        figs.append(
+            plots.plot_update_size(part, out / f"update_size{suffix}.png", curve_by, dpi=dpi)
+        )
+        figs.append(
+            plots.plot_hessian_change(part, out / f"hessian_change{suffix}.png", curve_by, dpi=dpi)
+        )
+        for axis in part.axes:
+            col = f"params.{axis}"
+            if axis == "workload" or col not in part.runs:
+                continue
+            numeric = {v for v in part.runs[col] if plots._numeric(v)}
+            if len(numeric) < 2:
+                continue
+            others = [c for c in curve_by if c not in ("variant", col)]
+            agg = aggregate(part, [metric], by=["variant", *others, col], **agg_kw)
+            if others:
+                agg["variant"] = [
+                    plots.group_label({"variant": r["variant"], **{c: r[c] for c in others}})
+                    for _, r in agg.iterrows()
+                ]
+            figs.append(
+                plots.plot_metric_vs_axis(
+                    agg, col, metric, out / f"{metric}_vs_{axis}{suffix}.png", dpi=dpi
+                )
+            )
+    return [f for f in figs if f is not None]
+
+
+def _trial_dir(workdir: Path, data: SweepData, h: str) -> tuple[Path, str]:
+    trials = Path(workdir) / "trials"
+    exact = trials / h
+    if not exact.is_dir():
+        found = sorted(p for p in trials.glob(f"{h}*") if p.is_dir()) if trials.is_dir() else []
+        if len(found) != 1:
+            what = "no trial folder" if not found else f"{len(found)} trial folders"
+            raise ReportError(f"{what} under {trials} match {h!r}")
+        exact = found[0]
+    runs = data.runs[data.runs["trial_hash"] == exact.name]
+    label = exact.name
+    if not runs.empty:
+        r = runs.iloc[0]
+        label = f"{r['variant']} seed {r['seed']} ({exact.name[:8]})"
+    return exact, label
+
+
+def _landscape_figure(data, workdir, out, hashes, opts) -> Path:
+    from analysis.landscape import trial_surface
+
+    surfaces = {}
+    for h in hashes:
+        path, label = _trial_dir(workdir, data, h)
+        surfaces[label] = trial_surface(
+            path,
+            radius=float(opts["landscape_radius"]),
+            steps=int(opts["landscape_steps"]),
+            batches=int(opts["hessian_batches"]),
+            iters=int(opts["hessian_iters"]),
+            seed=int(opts["hessian_seed"]),
+            device=str(opts["device"]),
+        )
+    name = "landscape_" + "_".join(h[:8] for h in hashes) + ".png"
+    return plots.plot_loss_surface(surfaces, Path(out) / name, dpi=int(opts["dpi"]))
+
+
+def _spectrum_figure(data, workdir, out, hashes, opts) -> Path:
+    from analysis.landscape import trial_spectrum
+
+    densities = {}
+    for h in hashes:
+        path, label = _trial_dir(workdir, data, h)
+        densities[label] = trial_spectrum(
+            path,
+            m=int(opts["spectrum_steps"]),
+            n_runs=int(opts["spectrum_runs"]),
+            batches=int(opts["hessian_batches"]),
+            seed=int(opts["hessian_seed"]),
+            device=str(opts["device"]),
+        )
+    name = "spectrum_" + "_".join(h[:8] for h in hashes) + ".png"
+    return plots.plot_spectrum(densities, Path(out) / name, dpi=int(opts["dpi"]))
+
+
+def check_options(options: dict, where: str = "option") -> dict:
+    """Validate ``**options`` of :func:`run_report`; coerce numbers given as strings."""
+    clean = {}
+    for key, value in options.items():
+        if key not in OPTIONS:
+            raise ReportError(
+                f"unknown report {where} {key!r} (allowed: {', '.join(sorted(OPTIONS))})"
+            )
+        if value is None:
+            continue
+        types, _ = OPTIONS[key]
+        if types in (int, float) and isinstance(value, str):
+            try:
+                value = types(value)
+            except ValueError:
+                raise ReportError(
+                    f"report {where} {key} must be {types.__name__} (got {value!r})"
+                ) from None
+        if types is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, types) or isinstance(value, bool) and types in (int, float):
+            name = types.__name__ if isinstance(types, type) else "a name or a list of names"
+            raise ReportError(f"report {where} {key} must be {name} (got {value!r})")
+        clean[key] = value
+    return clean
+
+
+def _default_tracking_uri() -> str:
+    try:
+        from runners import tracking
+
+        for name in ("default_tracking_uri", "default_uri"):
+            fn = getattr(tracking, name, None)
+            if callable(fn):
+                return fn()
+    except ImportError:
+        pass
+    # MLflow 3's own default store, as an absolute path so `mlflow ui` run here finds it.
+    return "sqlite:///" + str(Path("mlflow.db").resolve())
+
+
+def run_report(
+    spec_path,
+    *,
+    profile: str | None = None,
+    out=None,
+    formats=None,
+    best: bool = False,
+    paper: bool = False,
+    workdir=None,
+    tracking_uri: str | None = None,
+    **options,
+) -> int:
+    """Report on the sweep of ``spec_path``; returns the exit code (0 ok, 1 no runs, 2 error).
+
+    Prints the Markdown tables and comparisons, writes ``formats`` (md, csv, tex, png) to
+    ``out`` (default ``<workdir>/reports/``; workdir default ``runs/<sweep name>/``).
+    ``options`` are listed in :data:`OPTIONS`; the spec's ``report:`` section supplies defaults.
+    """
+    try:
+        from runners.plan import default_metric, plan
+        from runners.spec import SpecError, load_spec
+    except ImportError as exc:  # pragma: no cover - the runners ship with this package
+        print(f"sweep report: cannot load specs ({exc})", file=sys.stderr)
+        return 2
+    try:
+        spec = load_spec(spec_path, profile)
+        trials = plan(spec)
+        defaults = dict(spec.report or {})
+        formats = formats if formats is not None else defaults.pop("formats", None)
+        best = best or bool(defaults.pop("best", False))
+        paper = paper or bool(defaults.pop("paper", False))
+        defaults = check_options(defaults, where=f"setting in {spec_path} (report:)")
+        opts = {**defaults, **check_options(options)}
+        formats = _formats(formats)
+        metric = default_metric(spec, trials)
+        tracking_uri = tracking_uri or spec.tracking.get("uri") or _default_tracking_uri()
+        workdir = Path(workdir) if workdir else Path("runs") / spec.sweep_name
+        out = Path(out) if out else workdir / "reports"
+        data = load_sweep(spec.sweep_name, tracking_uri, experiment=spec.experiment)
+        report = build_report(
+            data,
+            metric=metric["name"],
+            mode=metric.get("mode", "max"),
+            out=out,
+            formats=formats,
+            best=best,
+            paper=paper,
+            planned_hashes=[t.hash for t in trials],
+            variant_order=list(spec.variants),
+            budget=spec.budget is not None,
+            workdir=workdir,
+            **opts,
+        )
+    except SpecError as exc:
+        print(f"sweep report: {exc}", file=sys.stderr)
+        return 2
+    except (ReportError, FileNotFoundError, ValueError) as exc:
+        print(f"sweep report: {exc}", file=sys.stderr)
+        return 2
+    print(report.to_markdown(f"{spec.sweep_name}: {metric['name']} ({metric.get('mode', 'max')})"))
+    if report.files:
+        print(f"Wrote {len(report.files)} files to {out}/")
+    return 0 if not data.runs.empty else 1
+
+
+def _formats(formats) -> list[str]:
+    if formats is None:
+        return list(FORMATS)
+    if isinstance(formats, str):
+        formats = formats.split(",")
+    formats = [f.strip().lower().lstrip(".") for f in formats if f.strip()]
+    for f in formats:
+        if f not in FORMATS:
+            raise ReportError(f"unknown format {f!r} (allowed: {', '.join(FORMATS)})")
+    return formats
