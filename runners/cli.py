@@ -1,0 +1,637 @@
+"""The ``sweep`` command: plan, run, status, tune, report, check.
+
+User errors (a bad spec, a bad option) print one line on stderr and exit with 2; ``run`` exits
+with 0 when every trial ended finished or diverged and 1 when any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from runners.spec import BACKEND_OPTIONS, SpecError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """A problem with how the command was called (one line, exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160"))
+    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False)
+
+
+def _load(args) -> tuple[Any, list]:
+    from runners.plan import plan
+    from runners.spec import load_spec
+
+    spec = load_spec(args.spec, args.profile, check=False)
+    return spec, plan(spec)
+
+
+def _workdir(spec, args) -> Path:
+    from runners.state import workdir_for
+
+    return workdir_for(spec.sweep_name, getattr(args, "workdir", None))
+
+
+def _tracking_uri(spec, cli_uri: str | None) -> str | None:
+    """CLI > ``MLFLOW_TRACKING_URI`` > the spec's ``tracking.uri`` > ``sqlite:///./mlflow.db``."""
+    from runners.tracking import default_tracking_uri
+
+    uri = cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.get("uri")
+    if uri is None:
+        return default_tracking_uri()
+    if uri.lower() == "none":
+        return None
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        # A relative SQLite path means the same file for every worker, wherever it starts.
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
+    return uri
+
+
+def _axes_text(axes: dict[str, Any]) -> str:
+    from runners.plan import axis_label
+
+    return " ".join(f"{k}={axis_label(v)}" for k, v in axes.items()) or "-"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def _states(trials, workdir: Path) -> dict[str, Any]:
+    from runners.state import trial_dir, trial_state
+
+    return {t.hash: trial_state(trial_dir(workdir, t.hash)) for t in trials}
+
+
+def _write_plan(workdir: Path, spec, trials) -> None:
+    from runners.execute import write_json
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(
+        workdir / "plan.json",
+        {
+            "sweep": spec.sweep_name,
+            "spec": str(Path(spec.path).resolve()),
+            "profile": spec.profile,
+            "metric": _metric(spec, trials),
+            "trials": [t.to_json() for t in trials],
+        },
+    )
+
+
+def _metric(spec, trials) -> dict[str, str]:
+    from runners.plan import default_metric
+
+    return default_metric(spec, trials)
+
+
+# ---------------------------------------------------------------- plan
+
+
+def cmd_plan(args) -> int:
+    from runners.plan import passes_per_step, trial_cost
+
+    spec, trials = _load(args)
+    states = _states(trials, _workdir(spec, args))
+    if args.json:
+        rows = [
+            {
+                **t.to_json(),
+                "done": states[t.hash].state in ("done", "diverged"),
+                "state": states[t.hash].state,
+            }
+            for t in trials
+        ]
+        sys.stdout.write(json.dumps(rows, indent=2, sort_keys=True, default=str) + "\n")
+        return EXIT_OK
+    from rich.table import Table
+
+    con = _console()
+    table = Table(title=f"{spec.sweep_name}: {len(trials)} trials", title_justify="left")
+    for col in ("#", "variant", "axes", "seed", "epochs", "passes/step", "hash", "done"):
+        table.add_column(col, justify="right" if col in ("#", "seed", "epochs") else "left")
+    total, units = 0.0, set()
+    for i, t in enumerate(trials, 1):
+        cost, unit = trial_cost(t)
+        total += cost
+        units.add(unit)
+        st = states[t.hash].state
+        epochs = str(t.config["epochs"])
+        if t.budget and "exact_epochs" in t.budget:
+            epochs += f" ({t.budget['exact_epochs']:.2f})"
+        table.add_row(
+            str(i),
+            t.variant,
+            _axes_text(t.axes),
+            str(t.seed),
+            epochs,
+            f"{passes_per_step(t.config):.3g}",
+            t.hash,
+            {"done": "yes", "diverged": "diverged"}.get(st, "no" if st == "pending" else st),
+        )
+    con.print(table)
+    done = sum(states[t.hash].state in ("done", "diverged") for t in trials)
+    unit = units.pop() if len(units) == 1 else "epoch-passes"
+    if unit == "epoch-passes" and "backward passes" in units:
+        total = sum(t.config["epochs"] * passes_per_step(t.config) for t in trials)
+    how = (
+        "epochs x steps/epoch x backward passes/step"
+        if unit == "backward passes"
+        else "epochs x backward passes/step; steps/epoch unknown without reading the data"
+    )
+    con.print(f"{len(trials)} trials ({done} done, {len(trials) - done} to run)")
+    con.print(f"budget: {total:,.0f} {unit} ({how}; one Hessian-vector product = one pass)")
+    if spec.budget is not None:
+        b = spec.budget
+        rounding = [abs(t.budget.get("rounding", 0.0)) for t in trials if t.budget]
+        extra = f"; largest epoch rounding {max(rounding):.1%}" if rounding else ""
+        ref = f" of variant {b.reference}" if b.reference else ""
+        limit = f"{b.seconds:g} s" if b.equal == "wall_clock" else f"{b.epochs} epochs"
+        con.print(f"budget rule: equal {b.equal}{ref} at {limit}{extra}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- status
+
+
+def cmd_status(args) -> int:
+    spec, trials = _load(args)
+    workdir = _workdir(spec, args)
+    states = _states(trials, workdir)
+    metric = _metric(spec, trials)["name"]
+    if args.json:
+        rows = [
+            {
+                "hash": t.hash,
+                "variant": t.variant,
+                "seed": t.seed,
+                "axes": t.axes,
+                "state": states[t.hash].state,
+                "epoch": states[t.hash].epoch,
+                metric: states[t.hash].metrics.get(metric),
+            }
+            for t in trials
+        ]
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return EXIT_OK
+    from rich.table import Table
+
+    con = _console()
+    table = Table(title=f"{spec.sweep_name} ({workdir})", title_justify="left")
+    for col in ("variant", "axes", "seed", "hash", "state", "epoch", metric):
+        table.add_column(col)
+    counts: Counter = Counter()
+    for t in trials:
+        st = states[t.hash]
+        counts[st.state] += 1
+        epoch = f"{st.epoch}/{t.config['epochs']}" if st.epoch is not None else "-"
+        table.add_row(
+            t.variant,
+            _axes_text(t.axes),
+            str(t.seed),
+            t.hash,
+            st.state,
+            epoch,
+            _fmt(st.metrics.get(metric)),
+        )
+    con.print(table)
+    from runners.state import STATES
+
+    con.print(", ".join(f"{counts[s]} {s}" for s in STATES) + f" (of {len(trials)})")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- run
+
+
+def _backend_options(spec, args) -> tuple[str, dict[str, Any]]:
+    name = args.backend or spec.backend.get("name", "local")
+    options: dict[str, Any] = {}
+    if spec.backend.get("name", "local") == name:
+        options.update({k: v for k, v in spec.backend.items() if k != "name"})
+    for key in sorted({k for opts in BACKEND_OPTIONS.values() for k in opts}):
+        value = getattr(args, key, None)
+        if value is not None:
+            options[key] = value
+    for key in list(options):
+        if key not in BACKEND_OPTIONS[name]:
+            if key == "jobs" and name == "ray":
+                options.setdefault("max_concurrent", options["jobs"])
+            elif key == "jobs" and name == "submitit":
+                options.setdefault("array_parallelism", options["jobs"])
+            elif getattr(args, key, None) is not None:
+                raise UsageError(
+                    f"--{key.replace('_', '-')} is an option of another backend than {name!r}"
+                )
+            del options[key]
+    return name, options
+
+
+class _Display:
+    """Live progress (rich) plus one printed line per finished trial."""
+
+    def __init__(self, jobs: list[dict], metric: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.jobs = jobs
+        self.metric = metric
+        self.total_epochs = sum(int(j["config"]["epochs"]) for j in jobs)
+        self.counts: Counter = Counter()
+        self.ended: set[str] = set()
+        self.con = _console(stderr=True)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("epochs"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.con,
+            transient=False,
+        )
+        self.task = self.progress.add_task(self._describe(0), total=self.total_epochs)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _describe(self, running: int) -> str:
+        c = self.counts
+        return (
+            f"done {c['finished']} diverged {c['diverged']} failed {c['failed']} "
+            f"running {running} of {len(self.jobs)}"
+        )
+
+    def _poll(self) -> None:
+        from runners.state import trial_state
+
+        while not self._stop.wait(1.0):
+            done_epochs, running = 0, 0
+            for job in self.jobs:
+                if job["hash"] in self.ended:
+                    done_epochs += int(job["config"]["epochs"])
+                    continue
+                st = trial_state(Path(job["trial_dir"]))
+                running += st.state == "running"
+                done_epochs += min(int(st.epoch or 0), int(job["config"]["epochs"]))
+            self.progress.update(
+                self.task, completed=done_epochs, description=self._describe(running)
+            )
+
+    def __enter__(self):
+        self.progress.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.progress.stop()
+
+    def on_result(self, job: dict, result: dict) -> None:
+        status = str(result.get("status", "failed"))
+        self.counts[status if status in ("finished", "diverged") else "failed"] += 1
+        self.ended.add(job["hash"])
+        n = len(self.ended)
+        value = result.get(self.metric)
+        extra = f" {self.metric}={_fmt(value)}" if value is not None else ""
+        if status == "failed" and result.get("error"):
+            extra += f" error: {str(result['error']).splitlines()[0][:200]}"
+        took = result.get("wall_time_s")
+        took_s = f" ({took:.1f}s)" if isinstance(took, int | float) else ""
+        self.progress.console.print(
+            f"[{n}/{len(self.jobs)}] {status:<8} {job['hash']} {job['variant']} "
+            f"{_axes_text(job['axes'])} seed={job['seed']}{extra}{took_s}"
+        )
+        self.progress.update(self.task, description=self._describe(0))
+
+
+def cmd_run(args) -> int:
+    from runners.backends import get_backend
+    from runners.state import trial_dir
+
+    spec, trials = _load(args)
+    workdir = _workdir(spec, args)
+    name, options = _backend_options(spec, args)
+    if args.jobs is not None and name == "local":
+        options["jobs"] = args.jobs
+    states = _states(trials, workdir)
+    _write_plan(workdir, spec, trials)
+    metric = _metric(spec, trials)["name"]
+    counts = Counter(s.state for s in states.values())
+    todo = [
+        t
+        for t in trials
+        if states[t.hash].state == "pending"
+        or (args.retry_failed and states[t.hash].state == "failed")
+    ]
+    out = _console()
+    if counts["running"]:
+        out.print(f"{counts['running']} trials are running in another process; not started here")
+    if not todo:
+        failed = counts["failed"]
+        note = "; rerun failed ones with --retry-failed" if failed else ""
+        out.print(
+            f"Nothing to run: all {len(trials)} trials of {spec.sweep_name} have ended "
+            f"({counts['done']} finished, {counts['diverged']} diverged, {failed} failed{note})."
+        )
+        return EXIT_FAILED if failed else EXIT_OK
+    try:
+        backend = get_backend(name, **options)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"backend {name}: {exc}") from None
+
+    uri = None if args.no_tracking else _tracking_uri(spec, args.tracking_uri)
+    parent_id = None
+    tags_common: dict[str, Any] = {"sweep": spec.sweep_name, "sweep_role": "trial"}
+    if spec.profile:
+        tags_common["profile"] = spec.profile
+    if uri is not None:
+        from runners.tracking import ensure_parent_run, git_sha
+
+        sha = git_sha()
+        tags_common["git_sha"] = sha
+        _, parent_id = ensure_parent_run(
+            uri,
+            spec.experiment,
+            spec.sweep_name,
+            tags={
+                "spec_path": str(Path(spec.path).resolve()),
+                "profile": spec.profile,
+                "git_sha": sha,
+                "metric": metric,
+            },
+        )
+    jobs = []
+    for t in todo:
+        tags = {
+            **tags_common,
+            "variant": t.variant,
+            "seed": t.seed,
+            "workload": t.config.get("workload"),
+            "optimizer": t.config.get("optimizer"),
+            "axes": ",".join(t.axes),
+        }
+        if t.budget and "exact_epochs" in t.budget:
+            tags["budget_exact_epochs"] = f"{t.budget['exact_epochs']:.4f}"
+        run_name = "-".join(
+            [
+                t.variant,
+                *(f"{k}{_axes_text({k: v})[len(k) + 1 :]}" for k, v in t.axes.items()),
+                f"s{t.seed}",
+            ]
+        )
+        jobs.append(
+            {
+                "hash": t.hash,
+                "config": t.config,
+                "trial_dir": str(trial_dir(workdir, t.hash).resolve()),
+                "variant": t.variant,
+                "seed": t.seed,
+                "axes": t.axes,
+                "tracking": None
+                if uri is None
+                else {
+                    "uri": uri,
+                    "experiment": spec.experiment,
+                    "parent_run_id": parent_id,
+                    "tags": tags,
+                    "run_name": run_name,
+                },
+            }
+        )
+    skipped = len(trials) - len(todo)
+    out.print(
+        f"{spec.sweep_name}: running {len(jobs)} of {len(trials)} trials "
+        f"({skipped} already ended) on {name} {options or ''}; workdir {workdir}"
+        + (f"; MLflow {uri} experiment {spec.experiment}" if uri else "")
+    )
+    start = time.time()
+    display = _Display(jobs, metric)
+    interrupted = False
+    try:
+        with display:
+            backend.run(jobs, display.on_result)
+    except KeyboardInterrupt:
+        interrupted = True
+    final = _states(trials, workdir)
+    fc = Counter(s.state for s in final.values())
+    if uri is not None and parent_id is not None:
+        from runners.tracking import finish_run
+
+        status = "killed" if interrupted else ("failed" if fc["failed"] else "finished")
+        try:
+            finish_run(uri, parent_id, status)
+        except Exception:
+            pass
+    elapsed = time.time() - start
+    out.print(
+        f"{spec.sweep_name}: {fc['done']} finished, {fc['diverged']} diverged, "
+        f"{fc['failed']} failed, {fc['pending'] + fc['running']} not ended, of {len(trials)} "
+        f"trials ({elapsed:.1f}s)"
+    )
+    if interrupted:
+        out.print("Interrupted: run the same command again to resume from the last checkpoints.")
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if fc["failed"] or fc["pending"] else EXIT_OK
+
+
+# ---------------------------------------------------------------- tune, report, check
+
+
+def cmd_tune(args) -> int:
+    from runners.tune import run_tune
+
+    return int(
+        run_tune(
+            args.spec,
+            profile=args.profile,
+            backend=args.backend or "local",
+            n_trials=args.n_trials,
+            workdir=args.workdir,
+            tracking_uri=args.tracking_uri,
+            storage=args.storage,
+            jobs=args.jobs or 1,
+        )
+        or 0
+    )
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise UsageError(f"--set expects KEY=VALUE (got {pair!r})")
+        key, value = pair.split("=", 1)
+        options[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return options
+
+
+def cmd_report(args) -> int:
+    from analysis.report import run_report
+
+    formats = None
+    if args.format:
+        formats = [f.strip() for item in args.format for f in item.split(",") if f.strip()]
+    return int(
+        run_report(
+            args.spec,
+            profile=args.profile,
+            out=args.out,
+            formats=formats,
+            best=args.best,
+            paper=args.paper,
+            workdir=args.workdir,
+            tracking_uri=args.tracking_uri,
+            **_parse_options(args.set),
+        )
+        or 0
+    )
+
+
+def cmd_check(args) -> int:
+    from runners.plan import plan
+    from runners.spec import load_spec
+
+    errors = 0
+    for path in args.specs:
+        spec = load_spec(path, None, check=False)
+        for profile in (None, *spec.profiles):
+            try:
+                s = load_spec(path, profile, check=False)
+                n = len(plan(s))
+                label = f"{path}" + (f" --profile {profile}" if profile else "")
+                print(f"ok {label}: {n} trials")
+            except SpecError as exc:
+                errors += 1
+                print(str(exc), file=sys.stderr)
+    return EXIT_USAGE if errors else EXIT_OK
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sweep", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(sp, workdir: bool = True) -> None:
+        sp.add_argument("spec", help="the sweep spec (YAML)")
+        sp.add_argument("--profile", "-p", help="merge this named profile of the spec")
+        if workdir:
+            sp.add_argument("--workdir", help="working folder (default runs/<name>[-<profile>])")
+
+    sp = sub.add_parser("plan", help="list the trials a spec expands to, and its budget")
+    common(sp)
+    sp.add_argument("--json", action="store_true", help="print the trials as JSON on stdout")
+    sp.set_defaults(func=cmd_plan)
+
+    sp = sub.add_parser("run", help="run every trial that has not ended (resumes)")
+    common(sp)
+    sp.add_argument("--backend", "-b", choices=("local", "ray", "submitit"))
+    sp.add_argument("--jobs", "-j", type=int, help="trials at once (local backend)")
+    sp.add_argument("--tracking-uri", help="MLflow store (default sqlite:///./mlflow.db)")
+    sp.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    sp.add_argument("--retry-failed", action="store_true", help="also rerun failed trials")
+    ray = sp.add_argument_group("ray backend")
+    ray.add_argument("--address", help="Ray cluster address ('auto' = an existing cluster)")
+    ray.add_argument("--cpus-per-trial", type=float)
+    ray.add_argument("--gpus-per-trial", type=float)
+    ray.add_argument("--max-concurrent", type=int)
+    ray.add_argument("--max-failures", type=int)
+    sub_it = sp.add_argument_group("submitit backend")
+    sub_it.add_argument("--folder", help="submitit log folder")
+    sub_it.add_argument("--cluster", choices=("slurm", "local", "auto"))
+    sub_it.add_argument("--partition")
+    sub_it.add_argument("--gpus-per-node", type=int)
+    sub_it.add_argument("--cpus-per-task", type=int)
+    sub_it.add_argument("--timeout-min", type=int)
+    sub_it.add_argument("--array-parallelism", type=int)
+    sub_it.add_argument("--max-array-size", type=int)
+    sub_it.add_argument("--mem-gb", type=float)
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("status", help="state and last metric of every trial")
+    common(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("tune", help="Optuna search over the spec's `tune:` space")
+    common(sp)
+    sp.add_argument("--backend", "-b", choices=("local", "ray", "submitit"))
+    sp.add_argument("--n-trials", type=int)
+    sp.add_argument("--jobs", "-j", type=int)
+    sp.add_argument("--tracking-uri")
+    sp.add_argument("--storage", help="Optuna storage URL (default: a journal file in workdir)")
+    sp.set_defaults(func=cmd_tune)
+
+    sp = sub.add_parser("report", help="seed-aggregated tables and plots from MLflow")
+    common(sp)
+    sp.add_argument("--out", help="output folder (default <workdir>/reports)")
+    sp.add_argument("--format", action="append", help="md, csv, tex, png (repeat or comma-list)")
+    sp.add_argument("--best", action="store_true", help="best configuration per variant")
+    sp.add_argument("--paper", action="store_true", help="compare with the paper's numbers")
+    sp.add_argument("--tracking-uri")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra report option")
+    sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("check", help="validate specs and all their profiles")
+    sp.add_argument("specs", nargs="+")
+    sp.set_defaults(func=cmd_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        for key in ("jobs", "n_trials"):
+            value = getattr(args, key, None)
+            if value is not None and value < 1:
+                raise UsageError(f"sweep: --{key.replace('_', '-')} must be >= 1 (got {value})")
+        return args.func(args)
+    except SpecError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

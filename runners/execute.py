@@ -1,0 +1,159 @@
+"""Run one trial wherever it lands (this process, a pool worker, a Ray actor, a Slurm job).
+
+``execute_trial`` is a top-level function of plain-JSON input so that every backend can ship it
+to another process or host. It resumes: the trial's checkpoint and MLflow run id live in its
+trial folder, so running the same job again continues where the last attempt stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from runners.tracking import _atomic_write
+
+# Per-trial-unique or machine-specific values are not MLflow params (they would make every
+# run's params differ and hide the ones that matter in comparisons).
+PARAM_EXCLUDE = ("data_root", "checkpoint_dir", "trial_dir", "tracking", "hash", "device")
+RESULT_FILE = "result.json"
+RUNNING_FILE = "running.json"
+PROGRESS_FILE = "progress.json"
+CONFIG_FILE = "config.json"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    try:
+        f = float(value)  # numpy / torch scalars
+        return f if math.isfinite(f) else str(f)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def write_json(path: Path, data: Any) -> None:
+    _atomic_write(path, json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n")
+
+
+class _ProgressTracker:
+    """Forwards to the real tracker and keeps ``progress.json`` (last epoch and its metrics)
+    so ``sweep status`` and the progress display can read a running trial without MLflow."""
+
+    def __init__(self, inner: Any, trial_dir: Path) -> None:
+        self.inner = inner
+        self.trial_dir = trial_dir
+        self.last: dict[str, Any] = {}
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        if self.inner is not None:
+            self.inner.log_params(params)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        if self.inner is not None:
+            self.inner.log_metrics(metrics, step)
+        if step is not None:
+            self.last = {"epoch": int(step), "metrics": dict(metrics), "time": time.time()}
+            write_json(self.trial_dir / PROGRESS_FILE, self.last)
+            (self.trial_dir / RUNNING_FILE).touch(exist_ok=True)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if self.inner is not None:
+            self.inner.set_tags(tags)
+
+    def log_artifact(self, path: str | Path, *args: Any, **kwargs: Any) -> None:
+        if self.inner is not None:
+            self.inner.log_artifact(path, *args, **kwargs)
+
+    def finish(self, status: str = "finished") -> None:
+        if self.inner is not None:
+            self.inner.finish(status)
+
+
+def _tracker(job: Mapping[str, Any], trial_dir: Path):
+    tracking = job.get("tracking")
+    if not tracking or not tracking.get("uri"):
+        return None
+    from runners.tracking import MlflowTracker
+
+    tracker = MlflowTracker.for_trial(
+        tracking["uri"],
+        tracking["experiment"],
+        tracking.get("parent_run_id"),
+        job["hash"],
+        tracking.get("tags") or {},
+        trial_dir,
+        run_name=tracking.get("run_name"),
+        exclude_params=PARAM_EXCLUDE,
+    )
+    tracker.log_params(job["config"])
+    tracker.log_dict(job["config"], CONFIG_FILE)
+    return tracker
+
+
+def execute_trial(job: dict) -> dict:
+    """Run (or resume) one trial and return its result; never raises for a trial's own failure.
+
+    ``job`` = ``{"hash", "config", "trial_dir", "tracking": {"uri", "experiment",
+    "parent_run_id", "tags"}}`` (``tracking`` may be None: no MLflow). The result (the trial's
+    final metrics plus ``status``, ``hash``, ``wall_time_s``) is also written atomically to
+    ``trial_dir/result.json``.
+    """
+    trial_dir = Path(job["trial_dir"])
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    config = dict(job["config"])
+    if not (trial_dir / CONFIG_FILE).exists():
+        write_json(trial_dir / CONFIG_FILE, config)
+    (trial_dir / RESULT_FILE).unlink(missing_ok=True)
+    write_json(
+        trial_dir / RUNNING_FILE,
+        {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()},
+    )
+    start = time.time()
+    tracker = None
+    try:
+        tracker = _tracker(job, trial_dir)
+        from sassha.trial import run
+
+        wrapped = _ProgressTracker(tracker, trial_dir)
+        result = dict(run(config, tracker=wrapped, checkpoint_dir=str(trial_dir)) or {})
+        result.setdefault("status", "finished")
+    except KeyboardInterrupt:
+        if tracker is not None:
+            try:
+                tracker.finish("killed")
+            except Exception:
+                pass
+        (trial_dir / RUNNING_FILE).unlink(missing_ok=True)
+        raise
+    except Exception as exc:
+        result = {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+        }
+    status = str(result.get("status", "failed"))
+    if tracker is not None:
+        try:
+            tracker.finish(status)
+        except Exception as exc:
+            # The trial's own outcome stands; the tracking problem is recorded beside it.
+            result["tracking_error"] = f"{type(exc).__name__}: {exc}"
+        result["mlflow_run_id"] = tracker.run_id
+    result["hash"] = job["hash"]
+    result["wall_time_s"] = time.time() - start
+    write_json(trial_dir / RESULT_FILE, result)
+    (trial_dir / RUNNING_FILE).unlink(missing_ok=True)
+    return _jsonable(result)

@@ -1,0 +1,504 @@
+"""Expand a validated spec into trials: one resolved config per (variant, axis point, seed).
+
+Merge order for a trial's partial config, lowest first: workload defaults (filled by
+``sassha.trial.resolve_config``) < the spec's ``workload`` and ``base`` < the variant (its
+``include`` file under its own keys) < axis values < the seed; then the budget rule. A top-level
+axis (or ``base`` key) that is an optimizer hyperparameter applies only to the variants whose
+optimizer takes it; trial settings (epochs, label_noise, workload, batch_size, ...) apply to all.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from runners.spec import Spec, SpecError
+from runners.yamlio import Pos
+
+# Keys that never change what a trial computes: where it runs and where it reads or logs.
+# They are left out of a trial's identity so moving a sweep to a GPU or a cluster keeps hashes.
+NON_IDENTITY_KEYS = frozenset(
+    {"device", "data_root", "tracking", "num_workers", "pin_memory", "checkpoint_dir"}
+)
+# Keys a spec may not set in base/variants: they come from elsewhere in the spec.
+_RESERVED = {"seed": "seeds are set with the top-level `seeds` list"}
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of a sweep. ``hash`` is its identity (see ``trial_hash``)."""
+
+    hash: str
+    config: dict[str, Any]
+    variant: str
+    seed: int
+    axes: dict[str, Any] = field(default_factory=dict)
+    # How the budget rule set this trial's length (exact vs rounded epochs), if a rule applies.
+    budget: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hash": self.hash,
+            "variant": self.variant,
+            "seed": self.seed,
+            "axes": self.axes,
+            "config": self.config,
+            "budget": self.budget,
+        }
+
+
+def _canonical(value: Any) -> Any:
+    # 1 and 1.0 (YAML int vs a float default) mean the same trial.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def trial_hash(config: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``config`` without ``NON_IDENTITY_KEYS``; 12 hex digits."""
+    ident = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
+    return hashlib.sha256(canonical_json(ident).encode()).hexdigest()[:12]
+
+
+def axis_label(value: Any) -> str:
+    if isinstance(value, Mapping | list | tuple):
+        return canonical_json(value)
+    return str(value)
+
+
+# ---------------------------------------------------------------- the core's registries
+
+
+@functools.cache
+def _optimizer_names() -> tuple[str, ...]:
+    from sassha import optim
+
+    return tuple(optim.REGISTRY)
+
+
+@functools.cache
+def optimizer_hparams(name: str) -> frozenset[str]:
+    from sassha.optim import get_spec
+
+    return frozenset(get_spec(name).defaults)
+
+
+@functools.cache
+def _all_hparams() -> frozenset[str]:
+    out: set[str] = set()
+    for name in _optimizer_names():
+        out |= optimizer_hparams(name)
+    return frozenset(out)
+
+
+@functools.cache
+def _workload_names() -> tuple[str, ...]:
+    from sassha.workloads import WORKLOADS
+
+    return tuple(WORKLOADS)
+
+
+@functools.cache
+def _trial_keys(workload: str, optimizer: str) -> frozenset[str]:
+    """Settings a trial of ``workload`` takes besides optimizer hyperparameters."""
+    from sassha.trial import resolve_config
+
+    keys = set(resolve_config({"workload": workload, "optimizer": optimizer}))
+    return frozenset((keys - _all_hparams()) | {"workload", "optimizer", "seed"})
+
+
+@functools.cache
+def _train_size(workload: str, data_json: str) -> int | None:
+    from sassha.workloads import get_workload
+
+    wl = get_workload(workload)
+    data = json.loads(data_json)
+    size = getattr(wl, "train_size", None)
+    if callable(size):
+        return int(size({"data": data}))
+    if isinstance(size, int):
+        return size
+    # In-memory datasets cost milliseconds to build; anything that reads files is not probed.
+    if workload.startswith(("digits_", "synthetic_")):
+        train, _ = wl.build_data({"data": data, "seed": 0})
+        return len(train)
+    return None
+
+
+def steps_per_epoch(config: Mapping[str, Any]) -> int | None:
+    """Optimizer steps per epoch if cheaply known (in-memory data), else None."""
+    try:
+        size = _train_size(config["workload"], canonical_json(config.get("data") or {}))
+    except Exception:
+        return None
+    if size is None or not config.get("batch_size"):
+        return None
+    return math.ceil(size / int(config["batch_size"]))
+
+
+def passes_per_step(config: Mapping[str, Any]) -> float:
+    """Backward passes per optimizer step (one Hessian-vector product counts as one)."""
+    from sassha.optim import get_spec
+
+    spec = get_spec(config["optimizer"])
+    return float(spec.backward_passes({k: config[k] for k in spec.defaults if k in config}))
+
+
+# ---------------------------------------------------------------- expansion
+
+
+@dataclass
+class _Src:
+    """Where a value of a trial's partial config came from (for error messages)."""
+
+    key: str
+    pos: Pos
+
+
+def _src(spec: Spec, *path: Any) -> _Src:
+    return _Src(".".join(str(p) for p in path), spec.pos(*path))
+
+
+def _fail(src: _Src, problem: str, **kw: Any) -> SpecError:
+    return SpecError(src.pos[0], src.pos[1], src.key, problem, **kw)
+
+
+def _merge_value(old: Any, new: Any) -> Any:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out = dict(old)
+        for k, v in new.items():
+            out[k] = _merge_value(out.get(k), v)
+        return out
+    return new
+
+
+def _check_value(key: str, value: Any, src: _Src) -> None:
+    def num(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    if key in _RESERVED and src.key != "seeds":
+        raise _fail(src, _RESERVED[key])
+    if key in ("epochs", "batch_size"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _fail(src, "must be an integer >= 1", got=value)
+    elif key == "label_noise":
+        if not num(value) or not 0.0 <= value < 1.0:
+            raise _fail(src, "must be a fraction in [0, 1)", got=value)
+    elif key in ("time_limit_s", "max_loss"):
+        if value is not None and (not num(value) or value <= 0):
+            raise _fail(src, "must be a number > 0 or null", got=value)
+    elif key in ("model", "data"):
+        if value is not None and not isinstance(value, Mapping):
+            raise _fail(src, "must be a mapping of overrides", got=value)
+    elif key == "workload":
+        names = _workload_names()
+        if value not in names:
+            raise _fail(src, "unknown workload", got=value, allowed=sorted(names))
+    elif key == "optimizer":
+        names = _optimizer_names()
+        if value not in names:
+            raise _fail(src, "unknown optimizer", got=value, allowed=sorted(names))
+
+
+def _combos(axes: list[tuple[str, list[Any], _Src]], zips: list[dict]) -> list[dict]:
+    """Cartesian product of grid axes and zip groups (a zip group advances its axes together)."""
+    factors: list[list[list[tuple[str, Any, _Src]]]] = []
+    for name, values, src in axes:
+        factors.append([[(name, v, src)] for v in values])
+    for group in zips:
+        if not group:
+            continue
+        n = len(next(iter(group.values()))[0])
+        factors.append(
+            [[(name, vals[i], src) for name, (vals, src) in group.items()] for i in range(n)]
+        )
+    out = []
+    for choice in itertools.product(*factors):
+        out.append({name: (value, src) for part in choice for name, value, src in part})
+    return out
+
+
+def _attribute(message: str, sources: Mapping[str, _Src], fallback: _Src) -> _Src:
+    """The source of the first config key that an error message names."""
+    words = message.replace("'", " ").replace('"', " ").replace(":", " ").split()
+    for word in words:
+        if word in sources:
+            return sources[word]
+    return fallback
+
+
+def _expand_raw(spec: Spec) -> list[dict[str, Any]]:
+    """Partial configs (before the budget rule), with provenance, in spec order."""
+    top_used = dict.fromkeys([*spec.grid, *spec.zip], False)
+    base_used = {k: False for k in spec.base}
+    rows: list[dict[str, Any]] = []
+    all_hp = _all_hparams()
+
+    for vname, variant in spec.variants.items():
+        vsrc = {
+            k: _Src(f"variants.{vname}.{k}", variant.pos.get(k, variant.where))
+            for k in variant.config
+        }
+        opt_src = vsrc.get("optimizer") or (
+            _src(spec, "base", "optimizer") if "optimizer" in spec.base else None
+        )
+        optimizer = variant.config.get("optimizer", spec.base.get("optimizer"))
+        if optimizer is None:
+            raise SpecError(
+                *variant.where,
+                f"variants.{vname}.optimizer",
+                "required: every variant names its optimizer",
+                allowed=sorted(_optimizer_names()),
+            )
+        _check_value("optimizer", optimizer, opt_src)
+        hp = optimizer_hparams(optimizer)
+
+        def applies(key: str, hp: frozenset = hp) -> bool:
+            return key in hp or key not in all_hp
+
+        partial: dict[str, Any] = {}
+        sources: dict[str, _Src] = {}
+        if spec.workload is not None:
+            partial["workload"] = spec.workload
+            sources["workload"] = _src(spec, "workload")
+        for key, value in spec.base.items():
+            if applies(key):
+                base_used[key] = True
+                partial[key] = _merge_value(partial.get(key), value)
+                sources[key] = _src(spec, "base", key)
+        for key, value in variant.config.items():
+            if not applies(key):
+                raise _fail(
+                    vsrc[key],
+                    f"not a hyperparameter of optimizer {optimizer!r}",
+                    allowed=sorted(hp),
+                )
+            partial[key] = _merge_value(partial.get(key), value)
+            sources[key] = vsrc[key]
+
+        own = set(variant.grid) | set(variant.zip)
+        grid_axes: list[tuple[str, list[Any], _Src]] = []
+        for axis, values in spec.grid.items():
+            if axis not in own and applies(axis):
+                top_used[axis] = True
+                grid_axes.append((axis, values, _src(spec, "grid", axis)))
+        for axis, values in variant.grid.items():
+            src = _src(spec, "variants", vname, "grid", axis)
+            if not applies(axis):
+                raise _fail(
+                    src, f"not a hyperparameter of optimizer {optimizer!r}", allowed=sorted(hp)
+                )
+            grid_axes.append((axis, values, src))
+        top_zip = {}
+        for axis, values in spec.zip.items():
+            if axis not in own and applies(axis):
+                top_used[axis] = True
+                top_zip[axis] = (values, _src(spec, "zip", axis))
+        var_zip = {}
+        for axis, values in variant.zip.items():
+            src = _src(spec, "variants", vname, "zip", axis)
+            if not applies(axis):
+                raise _fail(
+                    src, f"not a hyperparameter of optimizer {optimizer!r}", allowed=sorted(hp)
+                )
+            var_zip[axis] = (values, src)
+
+        for combo in _combos(grid_axes, [top_zip, var_zip]):
+            for seed in spec.seeds:
+                cfg = dict(partial)
+                src_map = dict(sources)
+                for axis, (value, src) in combo.items():
+                    cfg[axis] = _merge_value(cfg.get(axis), value)
+                    src_map[axis] = src
+                cfg["seed"] = seed
+                src_map["seed"] = _src(spec, "seeds")
+                rows.append(
+                    {
+                        "variant": vname,
+                        "seed": seed,
+                        "axes": {a: v for a, (v, _) in combo.items()},
+                        "partial": cfg,
+                        "sources": src_map,
+                        "fallback": _Src(f"variants.{vname}", variant.where),
+                    }
+                )
+
+    for axis, used in top_used.items():
+        if not used:
+            section = "grid" if axis in spec.grid else "zip"
+            raise spec.error(
+                (section, axis),
+                "no variant's optimizer takes this hyperparameter",
+                allowed=sorted(
+                    {o for v in spec.variants.values() for o in [_variant_opt(spec, v)]}
+                ),
+            )
+    for key, used in base_used.items():
+        if not used:
+            raise spec.error(("base", key), "no variant's optimizer takes this hyperparameter")
+    return rows
+
+
+def _variant_opt(spec: Spec, variant) -> str:
+    return str(variant.config.get("optimizer", spec.base.get("optimizer")))
+
+
+def _resolve(row: dict[str, Any]) -> dict[str, Any]:
+    from sassha.optim import get_spec
+    from sassha.trial import resolve_config
+
+    partial, sources, fallback = row["partial"], row["sources"], row["fallback"]
+    workload = partial.get("workload")
+    if workload is None:
+        raise _fail(
+            fallback,
+            "no workload: set `workload:` at the top, in `base`, in the variant or as an axis",
+            allowed=sorted(_workload_names()),
+        )
+    _check_value("workload", workload, sources.get("workload", fallback))
+    optimizer = partial["optimizer"]
+    allowed = _trial_keys(workload, optimizer) | optimizer_hparams(optimizer)
+    for key, value in partial.items():
+        src = sources.get(key, fallback)
+        if key not in allowed:
+            raise _fail(src, "unknown key", allowed=sorted(allowed))
+        _check_value(key, value, src)
+    try:
+        config = resolve_config(partial)
+    except (ValueError, TypeError, KeyError) as exc:
+        msg = str(exc).strip("'\"")
+        raise _fail(_attribute(msg, sources, fallback), msg) from None
+    spec = get_spec(optimizer)
+    hparams = {k: config[k] for k in spec.defaults if k in config}
+    try:
+        spec.validate(hparams)
+    except (ValueError, TypeError) as exc:
+        msg = str(exc)
+        raise _fail(_attribute(msg, sources, fallback), msg) from None
+    return config
+
+
+def _apply_budget(spec: Spec, rows: list[dict[str, Any]]) -> None:
+    rule = spec.budget
+    if rule is None:
+        return
+    if rule.equal == "epochs":
+        for row in rows:
+            row["partial"]["epochs"] = rule.epochs
+            row["budget"] = {"rule": "epochs", "epochs": rule.epochs}
+        return
+    if rule.equal == "wall_clock":
+        for row in rows:
+            row["partial"]["time_limit_s"] = float(rule.seconds)
+            if rule.epochs is not None:
+                row["partial"]["epochs"] = rule.epochs
+            row["budget"] = {"rule": "wall_clock", "seconds": float(rule.seconds)}
+        return
+    # backward_passes: each trial's total passes = the reference variant's at `rule.epochs`.
+    ref_rows = [r for r in rows if r["variant"] == rule.reference]
+    ref_costs = set()
+    for r in ref_rows:
+        cfg = dict(r["config"], epochs=rule.epochs)
+        spe = steps_per_epoch(cfg)
+        ref_costs.add((round(passes_per_step(cfg), 12), spe))
+    if len(ref_costs) != 1:
+        raise spec.error(
+            ("budget", "reference"),
+            "the reference variant expands to trials of different cost per epoch; "
+            "pick a variant with one cost",
+            got=rule.reference,
+        )
+    ref_pps, ref_spe = ref_costs.pop()
+    for row in rows:
+        cfg = row["config"]
+        pps = passes_per_step(cfg)
+        spe = steps_per_epoch(cfg)
+        if ref_spe is not None and spe is not None:
+            target = rule.epochs * ref_spe * ref_pps
+            exact = target / (spe * pps)
+            unit = "backward passes"
+        else:
+            target = rule.epochs * ref_pps
+            exact = target / pps
+            unit = "epoch-passes"
+        epochs = max(1, round(exact))
+        row["partial"]["epochs"] = epochs
+        row["budget"] = {
+            "rule": "backward_passes",
+            "reference": rule.reference,
+            "target": target,
+            "unit": unit,
+            "exact_epochs": exact,
+            "epochs": epochs,
+            "rounding": (epochs - exact) / exact,
+        }
+
+
+def plan(spec: Spec) -> list[Trial]:
+    """Every trial of ``spec``, in spec order; equal configs (equal hashes) appear once."""
+    rows = _expand_raw(spec)
+    for row in rows:
+        row["config"] = _resolve(row)
+    if spec.budget is not None:
+        _apply_budget(spec, rows)
+        for row in rows:
+            row["config"] = _resolve(row)
+    trials: list[Trial] = []
+    seen: set[str] = set()
+    for row in rows:
+        h = trial_hash(row["config"])
+        if h in seen:
+            continue
+        seen.add(h)
+        trials.append(
+            Trial(
+                hash=h,
+                config=row["config"],
+                variant=row["variant"],
+                seed=row["seed"],
+                axes=row["axes"],
+                budget=row.get("budget"),
+            )
+        )
+    return trials
+
+
+def default_metric(spec: Spec, trials: list[Trial]) -> dict[str, str]:
+    """The spec's metric, or the first trial's workload's natural one."""
+    if spec.metric:
+        return dict(spec.metric)
+    task = "classification"
+    if trials:
+        try:
+            from sassha.workloads import get_workload
+
+            task = get_workload(trials[0].config["workload"]).task
+        except Exception:
+            pass
+    if task == "language_model":
+        return {"name": "val_ppl", "mode": "min"}
+    return {"name": "val_acc", "mode": "max"}
+
+
+def trial_cost(trial: Trial) -> tuple[float, str]:
+    """(total budget, unit) of one trial: backward passes if steps/epoch are known."""
+    cfg = trial.config
+    pps = passes_per_step(cfg)
+    spe = steps_per_epoch(cfg)
+    if spe is None:
+        return cfg["epochs"] * pps, "epoch-passes"
+    return cfg["epochs"] * spe * pps, "backward passes"

@@ -1,0 +1,529 @@
+"""Sweep specs: load a YAML file, merge a profile, and check its structure before anything runs.
+
+Structure (unknown keys, types, allowed values) is checked here with pydantic models. What needs
+the optimizer registry and the workloads (which keys a variant's optimizer takes, value ranges)
+is checked by expanding the spec (``runners.plan``), which ``load_spec`` does once so that every
+problem surfaces before the first trial starts. Every error is a ``SpecError`` whose message is
+one line: ``FILE:LINE: KEY: problem (got VALUE; allowed: ...)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from runners.yamlio import LineDict, LineList, Pos, YamlError, load_yaml
+
+BACKEND_OPTIONS = {
+    "local": ("jobs",),
+    "ray": ("address", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "max_failures"),
+    "submitit": (
+        "folder",
+        "cluster",
+        "partition",
+        "gpus_per_node",
+        "cpus_per_task",
+        "timeout_min",
+        "array_parallelism",
+        "max_array_size",
+        "mem_gb",
+    ),
+}
+BUDGET_RULES = ("epochs", "backward_passes", "wall_clock")
+# Keys of a variant mapping that describe the variant rather than the trial config.
+VARIANT_META_KEYS = ("grid", "zip", "include")
+
+
+class SpecError(Exception):
+    """A problem with a spec, located at a file and line; ``str()`` is the one-line message."""
+
+    def __init__(
+        self,
+        file: str,
+        line: int,
+        key: str,
+        problem: str,
+        *,
+        got: Any = ...,
+        allowed: Any = None,
+    ) -> None:
+        self.file, self.line, self.key, self.problem = file, line, key, problem
+        details = []
+        if got is not ...:
+            details.append(f"got {_show(got)}")
+        if allowed:
+            if isinstance(allowed, list | tuple | set | frozenset):
+                allowed = ", ".join(str(a) for a in allowed)
+            details.append(f"allowed: {allowed}")
+        tail = f" ({'; '.join(details)})" if details else ""
+        super().__init__(f"{file}:{line}: {key}: {problem}{tail}")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        text = repr(value)
+    elif isinstance(value, dict):
+        text = "a mapping" if value else "an empty mapping"
+    elif isinstance(value, list):
+        text = f"a list of {len(value)}" if value else "an empty list"
+    elif value is None:
+        text = "nothing (null)"
+    else:
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# ---------------------------------------------------------------- structure (pydantic)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class MetricModel(_Strict):
+    name: str
+    mode: Literal["max", "min"] = "max"
+
+
+class BudgetModel(_Strict):
+    equal: Literal["epochs", "backward_passes", "wall_clock"]
+    reference: str | None = None
+    epochs: int | None = Field(default=None, ge=1)
+    seconds: float | None = Field(default=None, gt=0)
+
+
+class TrackingModel(_Strict):
+    uri: str | None = None
+    experiment: str | None = None
+
+
+class BackendModel(_Strict):
+    name: Literal["local", "ray", "submitit"] = "local"
+    jobs: int = Field(default=1, ge=1)
+    address: str | None = None
+    cpus_per_trial: float | None = Field(default=None, gt=0)
+    gpus_per_trial: float | None = Field(default=None, ge=0)
+    max_concurrent: int | None = Field(default=None, ge=1)
+    max_failures: int | None = Field(default=None, ge=0)
+    folder: str | None = None
+    cluster: Literal["slurm", "local", "auto"] | None = None
+    partition: str | None = None
+    gpus_per_node: int | None = Field(default=None, ge=0)
+    cpus_per_task: int | None = Field(default=None, ge=1)
+    timeout_min: int | None = Field(default=None, ge=1)
+    array_parallelism: int | None = Field(default=None, ge=1)
+    max_array_size: int | None = Field(default=None, ge=1)
+    mem_gb: float | None = Field(default=None, gt=0)
+
+
+class SpecModel(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str | None = None
+    workload: str | None = None
+    metric: MetricModel | None = None
+    base: dict[str, Any] = Field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = Field(min_length=1)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    zip: dict[str, list[Any]] = Field(default_factory=dict)
+    seeds: Any = None
+    budget: BudgetModel | None = None
+    tracking: TrackingModel | None = None
+    backend: BackendModel | None = None
+    tune: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+TOP_LEVEL_KEYS = tuple(SpecModel.model_fields)
+_PROFILE_KEYS = tuple(k for k in TOP_LEVEL_KEYS if k not in ("name", "profiles"))
+
+_TYPE_WORDS = {
+    "dict_type": "expected a mapping",
+    "list_type": "expected a list",
+    "int_type": "expected an integer",
+    "float_type": "expected a number",
+    "string_type": "expected a string",
+    "bool_type": "expected true or false",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+}
+
+
+# ---------------------------------------------------------------- the Spec
+
+
+@dataclass
+class Variant:
+    name: str
+    config: dict[str, Any]
+    grid: dict[str, list[Any]]
+    zip: dict[str, list[Any]]
+    # Position of each config key (own or included), for error messages.
+    pos: dict[str, Pos] = field(default_factory=dict)
+    where: Pos = ("<unknown>", 0)
+
+
+@dataclass
+class Budget:
+    equal: str
+    reference: str | None = None
+    epochs: int | None = None
+    seconds: float | None = None
+
+
+@dataclass
+class Spec:
+    """A validated sweep spec (profile already merged). Built by ``load_spec``."""
+
+    path: Path
+    name: str
+    profile: str | None
+    workload: str | None
+    metric: dict[str, str]
+    base: dict[str, Any]
+    variants: dict[str, Variant]
+    grid: dict[str, list[Any]]
+    zip: dict[str, list[Any]]
+    seeds: list[int]
+    budget: Budget | None
+    tracking: dict[str, Any]
+    backend: dict[str, Any]
+    tune: dict[str, Any] | None
+    report: dict[str, Any] | None
+    description: str | None
+    profiles: tuple[str, ...]
+    raw: LineDict
+
+    @property
+    def sweep_name(self) -> str:
+        """Working-folder and default experiment name: ``name``, or ``name-profile``."""
+        return f"{self.name}-{self.profile}" if self.profile else self.name
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.get("experiment") or self.sweep_name
+
+    def pos(self, *path: Any) -> Pos:
+        """``(file, line)`` of the deepest existing element of ``path`` in the merged spec."""
+        node: Any = self.raw
+        where: Pos = self.raw.where
+        for key in path:
+            if isinstance(node, LineDict) and key in node:
+                where = node.key_pos(key)
+                node = node[key]
+            elif isinstance(node, LineList) and isinstance(key, int) and 0 <= key < len(node):
+                where = node.item_pos(key)
+                node = node[key]
+            else:
+                break
+        return where
+
+    def error(self, path: tuple, problem: str, **kw: Any) -> SpecError:
+        file, line = self.pos(*path)
+        return SpecError(file, line, ".".join(str(p) for p in path), problem, **kw)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def merge(base: Any, over: Any) -> Any:
+    """Deep-merge ``over`` into ``base``: mappings merge key by key, anything else replaces, and a
+    ``null`` in ``over`` deletes the key (so a profile can drop a variant or an axis)."""
+    if not (isinstance(base, dict) and isinstance(over, dict)):
+        return over
+    where = over.where if isinstance(over, LineDict) else getattr(base, "where", ("?", 0))
+    out = LineDict(where=getattr(base, "where", where))
+    for key, value in base.items():
+        out[key] = value
+        out.pos[key] = base.key_pos(key) if isinstance(base, LineDict) else where
+    for key, value in over.items():
+        if value is None:
+            out.pop(key, None)
+            out.pos.pop(key, None)
+            continue
+        out[key] = merge(out[key], value) if key in out else value
+        out.pos[key] = over.key_pos(key) if isinstance(over, LineDict) else where
+    return out
+
+
+def _pydantic_error(raw: LineDict, exc: ValidationError) -> SpecError:
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    node: Any = raw
+    where = raw.where
+    for key in loc:
+        if isinstance(node, LineDict) and key in node:
+            where = node.key_pos(key)
+            node = node[key]
+        elif isinstance(node, LineList) and isinstance(key, int) and 0 <= key < len(node):
+            where = node.item_pos(key)
+            node = node[key]
+        else:
+            break
+    key = ".".join(str(k) for k in loc) or "spec"
+    kind = err["type"]
+    got = err.get("input", ...)
+    allowed = None
+    if kind == "missing":
+        return SpecError(where[0], where[1], key, "required key is missing")
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        allowed = list(model.model_fields) if model else None
+        return SpecError(where[0], where[1], key, "unknown key", allowed=allowed)
+    if kind == "literal_error":
+        allowed = err.get("ctx", {}).get("expected", "").replace("'", "")
+        return SpecError(where[0], where[1], key, "invalid value", got=got, allowed=allowed)
+    if kind == "string_pattern_mismatch":
+        problem = "must start with a letter or digit and hold only letters, digits, '_', '.', '-'"
+        return SpecError(where[0], where[1], key, problem, got=got)
+    if kind == "too_short":
+        return SpecError(where[0], where[1], key, "must not be empty", got=got)
+    problem = _TYPE_WORDS.get(kind) or err["msg"][:1].lower() + err["msg"][1:]
+    return SpecError(where[0], where[1], key, problem, got=got)
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = SpecModel
+    for key in loc:
+        fld = model.model_fields.get(key) if isinstance(key, str) else None
+        if fld is None:
+            return None
+        ann = fld.annotation
+        inner = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)]
+        nxt = next((a for a in inner if issubclass(a, BaseModel)), None)
+        if nxt is None:
+            return None
+        model = nxt
+    return model
+
+
+def _check_name(kind: str, name: Any, pos: Pos, key: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise SpecError(pos[0], pos[1], key, f"{kind} name must be a non-empty string", got=name)
+
+
+def _check_axes(raw: LineDict, prefix: tuple, axes: Any, zipped: bool) -> None:
+    if not isinstance(axes, dict):
+        return
+    lengths: dict[str, int] = {}
+    for axis, values in axes.items():
+        pos = axes.key_pos(axis) if isinstance(axes, LineDict) else raw.where
+        key = ".".join((*prefix, str(axis)))
+        _check_name("axis", axis, pos, key)
+        if not isinstance(values, list):
+            raise SpecError(pos[0], pos[1], key, "an axis must be a list of values", got=values)
+        if not values:
+            raise SpecError(pos[0], pos[1], key, "an axis must not be empty", got=values)
+        if axis == "seed":
+            raise SpecError(pos[0], pos[1], key, "seeds are set with the top-level `seeds` list")
+        if axis == "optimizer":
+            raise SpecError(
+                pos[0], pos[1], key, "the optimizer is chosen per variant, not as an axis"
+            )
+        lengths[axis] = len(values)
+    if zipped and len(set(lengths.values())) > 1:
+        axis = next(a for a in lengths if lengths[a] != next(iter(lengths.values())))
+        pos = axes.key_pos(axis) if isinstance(axes, LineDict) else raw.where
+        raise SpecError(
+            pos[0],
+            pos[1],
+            ".".join((*prefix, str(axis))),
+            "zip axes must all have the same length",
+            got=lengths[axis],
+            allowed=f"{next(iter(lengths.values()))} values, like {next(iter(lengths))}",
+        )
+
+
+def _seeds(raw: LineDict, value: Any) -> list[int]:
+    pos = raw.key_pos("seeds")
+    if value is None:
+        return [0]
+    if isinstance(value, bool):
+        raise SpecError(*pos, "seeds", "expected a list of integers or a count", got=value)
+    if isinstance(value, int):
+        if value < 1:
+            raise SpecError(*pos, "seeds", "a seed count must be >= 1", got=value)
+        return list(range(value))
+    if not isinstance(value, list):
+        raise SpecError(*pos, "seeds", "expected a list of integers or a count", got=value)
+    if not value:
+        raise SpecError(*pos, "seeds", "must not be empty", got=value)
+    seen: set[int] = set()
+    for i, s in enumerate(value):
+        spos = value.item_pos(i) if isinstance(value, LineList) else pos
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise SpecError(*spos, f"seeds.{i}", "a seed must be an integer >= 0", got=s)
+        if s in seen:
+            raise SpecError(*spos, f"seeds.{i}", "duplicate seed", got=s)
+        seen.add(s)
+    return list(value)
+
+
+def _load_include(spec_path: Path, variant: str, value: Any, pos: Pos) -> LineDict:
+    key = f"variants.{variant}.include"
+    if not isinstance(value, str) or not value:
+        raise SpecError(*pos, key, "expected a path to a YAML mapping", got=value)
+    path = Path(value)
+    if not path.is_absolute():
+        path = spec_path.parent / path
+    if not path.exists():
+        raise SpecError(*pos, key, f"file not found: {path}", got=value)
+    try:
+        data = load_yaml(path)
+    except YamlError as exc:
+        raise SpecError(exc.file, exc.line, exc.key, exc.problem) from None
+    if data is None:
+        data = LineDict(where=(str(path), 1))
+    if not isinstance(data, dict):
+        raise SpecError(str(path), 1, key, "an included file must hold a mapping", got=data)
+    for inner in VARIANT_META_KEYS:
+        if inner in data:
+            ipos = data.key_pos(inner)
+            raise SpecError(*ipos, inner, "an included variant file holds config keys only")
+    return data
+
+
+def load_spec(path: str | Path, profile: str | None = None, *, check: bool = True) -> Spec:
+    """Load, merge ``profile`` and validate a spec; raise ``SpecError`` for any problem.
+
+    With ``check=True`` (default) the spec is also expanded once (``runners.plan.plan``) so that
+    problems only the optimizer registry and workloads can find are raised here too.
+    """
+    path = Path(path)
+    try:
+        raw = load_yaml(path)
+    except YamlError as exc:
+        raise SpecError(exc.file, exc.line, exc.key, exc.problem) from None
+    name = str(path)
+    if raw is None:
+        raise SpecError(
+            name, 1, "spec", "the file is empty (expected a mapping with name, variants)"
+        )
+    if not isinstance(raw, dict):
+        raise SpecError(name, 1, "spec", "expected a mapping at the top level", got=raw)
+
+    profiles = raw.get("profiles")
+    profile_names: tuple[str, ...] = ()
+    if isinstance(profiles, dict):
+        profile_names = tuple(str(p) for p in profiles)
+        for pname, body in profiles.items():
+            ppos = profiles.key_pos(pname) if isinstance(profiles, LineDict) else raw.where
+            if not isinstance(body, dict):
+                raise SpecError(*ppos, f"profiles.{pname}", "expected a mapping", got=body)
+            for key in body:
+                if key not in _PROFILE_KEYS:
+                    kpos = body.key_pos(key) if isinstance(body, LineDict) else ppos
+                    raise SpecError(
+                        *kpos, f"profiles.{pname}.{key}", "unknown key", allowed=_PROFILE_KEYS
+                    )
+    if profile is not None:
+        if not isinstance(profiles, dict) or profile not in profiles:
+            pos = raw.key_pos("profiles") if "profiles" in raw else raw.where
+            raise SpecError(
+                *pos,
+                "profiles",
+                f"unknown profile {profile!r}",
+                allowed=list(profile_names) or "none defined",
+            )
+        raw = merge(raw, profiles[profile])
+
+    try:
+        model = SpecModel.model_validate(dict(raw))
+    except ValidationError as exc:
+        raise _pydantic_error(raw, exc) from None
+
+    for section in ("grid", "zip"):
+        _check_axes(raw, (section,), raw.get(section), zipped=section == "zip")
+    for axis in set(model.grid) & set(model.zip):
+        raise SpecError(*raw["zip"].key_pos(axis), f"zip.{axis}", "also a grid axis")
+    seeds = _seeds(raw, raw.get("seeds"))
+
+    variants: dict[str, Variant] = {}
+    raw_variants = raw["variants"]
+    for vname, body in raw_variants.items():
+        vpos = raw_variants.key_pos(vname)
+        _check_name("variant", vname, vpos, f"variants.{vname}")
+        config = LineDict(where=body.where if isinstance(body, LineDict) else vpos)
+        if "include" in body:
+            inc = _load_include(path, vname, body["include"], body.key_pos("include"))
+            config = merge(config, inc)
+        own = LineDict(where=config.where)
+        for key, value in body.items():
+            if key not in VARIANT_META_KEYS:
+                own[key] = value
+                own.pos[key] = body.key_pos(key)
+        config = merge(config, own)
+        axes: dict[str, dict[str, list[Any]]] = {}
+        for section in ("grid", "zip"):
+            sub = body.get(section, {})
+            spos = body.key_pos(section)
+            if not isinstance(sub, dict):
+                raise SpecError(*spos, f"variants.{vname}.{section}", "expected a mapping", got=sub)
+            _check_axes(raw, ("variants", vname, section), sub, zipped=section == "zip")
+            axes[section] = dict(sub)
+        for axis in set(axes["grid"]) & set(axes["zip"]):
+            raise SpecError(
+                *body["zip"].key_pos(axis), f"variants.{vname}.zip.{axis}", "also a grid axis"
+            )
+        variants[vname] = Variant(
+            name=vname,
+            config=dict(config),
+            grid=axes["grid"],
+            zip=axes["zip"],
+            pos=dict(config.pos),
+            where=vpos,
+        )
+
+    budget = None
+    if model.budget is not None:
+        b = model.budget
+        budget = Budget(b.equal, b.reference, b.epochs, b.seconds)
+        if b.equal == "wall_clock" and b.seconds is None:
+            raise SpecError(*raw["budget"].where, "budget.seconds", "required for wall_clock")
+        if b.equal in ("epochs", "backward_passes") and b.epochs is None:
+            raise SpecError(*raw["budget"].where, "budget.epochs", f"required for {b.equal}")
+        if b.equal == "backward_passes" and b.reference is None:
+            raise SpecError(
+                *raw["budget"].where,
+                "budget.reference",
+                "required for backward_passes (the variant whose budget the others match)",
+                allowed=list(variants),
+            )
+        if b.reference is not None and b.reference not in variants:
+            raise SpecError(
+                *raw["budget"].key_pos("reference"),
+                "budget.reference",
+                "not a variant of this spec",
+                got=b.reference,
+                allowed=list(variants),
+            )
+
+    metric = model.metric.model_dump() if model.metric else {}
+    spec = Spec(
+        path=path,
+        name=model.name,
+        profile=profile,
+        workload=model.workload,
+        metric=metric,
+        base=dict(model.base),
+        variants=variants,
+        grid={k: list(v) for k, v in model.grid.items()},
+        zip={k: list(v) for k, v in model.zip.items()},
+        seeds=seeds,
+        budget=budget,
+        tracking=model.tracking.model_dump(exclude_none=True) if model.tracking else {},
+        backend=model.backend.model_dump(exclude_none=True) if model.backend else {},
+        tune=dict(model.tune) if model.tune is not None else None,
+        report=dict(model.report) if model.report is not None else None,
+        description=model.description,
+        profiles=profile_names,
+        raw=raw,
+    )
+    if check:
+        from runners.plan import plan
+
+        plan(spec)
+    return spec

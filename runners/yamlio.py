@@ -1,0 +1,117 @@
+"""YAML loading that remembers where every key came from and refuses duplicate keys.
+
+PyYAML's SafeLoader keeps the last of two equal keys without a word, and forgets line numbers
+once it has built Python objects. Spec errors must name the file and line, so mappings and lists
+are built as ``LineDict`` / ``LineList``: plain ``dict`` / ``list`` subclasses (they compare,
+copy into JSON and pickle like the built-ins) that carry ``(file, line)`` for each entry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+Pos = tuple[str, int]
+
+
+class LineDict(dict):
+    """A dict that records the position of each key (``pos``) and of itself (``where``)."""
+
+    def __init__(self, *args: Any, where: Pos = ("<unknown>", 0), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.where: Pos = where
+        self.pos: dict[Any, Pos] = {}
+
+    def key_pos(self, key: Any) -> Pos:
+        return self.pos.get(key, self.where)
+
+    def __reduce__(self):
+        return (dict, (dict(self),))
+
+
+class LineList(list):
+    """A list that records the position of each item."""
+
+    def __init__(self, *args: Any, where: Pos = ("<unknown>", 0)) -> None:
+        super().__init__(*args)
+        self.where: Pos = where
+        self.pos: list[Pos] = []
+
+    def item_pos(self, index: int) -> Pos:
+        return self.pos[index] if 0 <= index < len(self.pos) else self.where
+
+    def __reduce__(self):
+        return (list, (list(self),))
+
+
+class YamlError(Exception):
+    """A YAML file could not be read; ``file``/``line`` locate the problem."""
+
+    def __init__(self, file: str, line: int, key: str, problem: str) -> None:
+        super().__init__(f"{file}:{line}: {key}: {problem}")
+        self.file, self.line, self.key, self.problem = file, line, key, problem
+
+
+def _make_loader(filename: str) -> type[yaml.SafeLoader]:
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> LineDict:
+        loader.flatten_mapping(node)
+        out = LineDict(where=(filename, node.start_mark.line + 1))
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                hash(key)
+            except TypeError:
+                raise YamlError(
+                    filename, line, str(key), "a mapping key must be a scalar"
+                ) from None
+            if key in out:
+                first = out.pos[key][1]
+                raise YamlError(
+                    filename, line, str(key), f"duplicate key (first defined on line {first})"
+                )
+            out[key] = loader.construct_object(value_node, deep=True)
+            out.pos[key] = (filename, line)
+        return out
+
+    def construct_sequence(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> LineList:
+        out = LineList(where=(filename, node.start_mark.line + 1))
+        for child in node.value:
+            out.append(loader.construct_object(child, deep=True))
+            out.pos.append((filename, child.start_mark.line + 1))
+        return out
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, construct_sequence)
+    return Loader
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Parse one YAML document with positions; raise ``YamlError`` (one line) on any problem."""
+    name = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise YamlError(name, 0, "file", "not found")
+    if p.is_dir():
+        raise YamlError(name, 0, "file", "is a directory, expected a YAML file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise YamlError(name, 0, "file", f"cannot be read ({exc})") from None
+    try:
+        data = yaml.load(text, Loader=_make_loader(name))  # noqa: S506 - a SafeLoader subclass
+    except YamlError:
+        raise
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
+        raise YamlError(name, line, "yaml", f"invalid YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise YamlError(name, 0, "yaml", f"invalid YAML: {' '.join(str(exc).split())}") from None
+    return data
