@@ -171,7 +171,7 @@ def random_vectors(
     return out
 
 
-def _generator(seed: int) -> torch.Generator:
+def seeded_generator(seed: int) -> torch.Generator:
     g = torch.Generator(device="cpu")
     g.manual_seed(int(seed))
     return g
@@ -198,7 +198,7 @@ def power_iteration(
     projected out on every iteration (used by :func:`top_eigenpairs`).
     """
     params = list(params)
-    gen = _generator(seed)
+    gen = seeded_generator(seed)
     v = _orthogonalize(random_vectors(params, gen), deflate)
     v = _scale(v, 1.0 / max(norm(v), 1e-30))
     eig = 0.0
@@ -248,7 +248,7 @@ def hutchinson_trace(
 ) -> float:
     """Hutchinson's estimate of tr(H): the mean of z^T H z over Rademacher probes z."""
     params = list(params)
-    gen = _generator(seed)
+    gen = seeded_generator(seed)
     total = 0.0
     for _ in range(int(n_probes)):
         z = random_vectors(params, gen, "rademacher")
@@ -264,7 +264,7 @@ def hutchinson_diagonal(
     This is the H-hat of the paper's eqs. (7) and (8) (SASSHA's own curvature estimate).
     """
     params = list(params)
-    gen = _generator(seed)
+    gen = seeded_generator(seed)
     out = [torch.zeros_like(p) for p in params]
     for _ in range(int(n_probes)):
         z = random_vectors(params, gen, "rademacher")
@@ -289,7 +289,7 @@ def lanczos(
     for a spectral density (stochastic Lanczos quadrature: average over several seeds).
     """
     params = list(params)
-    gen = _generator(seed)
+    gen = seeded_generator(seed)
     v = random_vectors(params, gen, "rademacher")
     v = _scale(v, 1.0 / norm(v))
     basis: list[Vectors] = [v]

@@ -1,0 +1,228 @@
+"""Learning-rate schedules, built from a trial config's ``schedule`` dict.
+
+``{"name": "constant"}``
+``{"name": "multistep", "milestones": [80, 120], "gamma": 0.1}``
+    lr = lr0 * gamma ** (number of milestones <= epoch), epoch 0-based: with milestone 80 the
+    81st epoch is the first at lr0 * gamma (torch's MultiStepLR stepped once per epoch).
+``{"name": "cosine", "warmup_epochs": 8, "final_lr_ratio": 0.0, "total_epochs": None}``
+    per step: linear warm-up from lr0/W to lr0 over the first W steps, then a half cosine to
+    ``final_lr_ratio * lr0`` at the end of ``total_epochs`` (the trial's ``epochs`` when null).
+``{"name": "plateau", "factor": 0.1, "patience": 10, "metric": "val_loss", "mode": "min", ...}``
+    multiplies lr by ``factor`` when the validation ``metric`` has not improved (by more than a
+    relative ``threshold``) for ``patience`` epochs, then waits ``cooldown`` epochs.
+
+The lr is a pure function of (config, step, epoch) for the first three, so it survives checkpoints
+without state; the plateau schedule's state is in :meth:`Schedule.state_dict`.
+
+Extending a finished trial to more epochs (same config, larger ``epochs``) keeps constant,
+multistep and plateau schedules exactly as an uninterrupted longer run. A cosine schedule's
+horizon is ``total_epochs`` when set: set it to the final budget when a trial is advanced epoch by
+epoch (for pruning); left null, the horizon is the trial's ``epochs``, so a continued trial follows
+the new horizon from where it stands (its lr jumps up).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["SCHEDULES", "Schedule", "normalize_schedule", "build_schedule"]
+
+# name -> {key: default}; these are the only accepted keys.
+SCHEDULES: dict[str, dict[str, Any]] = {
+    "constant": {},
+    "multistep": {"milestones": [], "gamma": 0.1},
+    "cosine": {"warmup_epochs": 0, "final_lr_ratio": 0.0, "total_epochs": None},
+    "plateau": {
+        "metric": "val_loss",
+        "mode": None,
+        "factor": 0.1,
+        "patience": 10,
+        "threshold": 1e-4,
+        "cooldown": 0,
+        "min_lr": 0.0,
+    },
+}
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _fail(name: str, key: str, allowed: str, value: Any) -> None:
+    raise ValueError(f"schedule {name}: {key} must be {allowed} (got {value!r})")
+
+
+def _default_mode(metric: str) -> str:
+    return "min" if ("loss" in metric or "ppl" in metric) else "max"
+
+
+def normalize_schedule(spec: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """Validate a schedule dict and fill its defaults (a complete, JSON-ready dict).
+
+    ValueError names the allowed schedules or keys.
+    """
+    if spec is None:
+        spec = {"name": "constant"}
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"schedule must be a mapping with a name (got {spec!r})")
+    name = spec.get("name")
+    if name not in SCHEDULES:
+        allowed = ", ".join(SCHEDULES)
+        raise ValueError(f"unknown schedule {name!r} (allowed: {allowed})")
+    allowed_keys = SCHEDULES[name]
+    unknown = sorted(set(spec) - set(allowed_keys) - {"name"})
+    if unknown:
+        keys = ", ".join(["name", *allowed_keys])
+        raise ValueError(f"schedule {name}: unknown key {unknown[0]!r} (allowed: {keys})")
+    out = {"name": name}
+    for key, default in allowed_keys.items():
+        out[key] = spec.get(key, default)
+
+    if name == "multistep":
+        ms = out["milestones"]
+        if not isinstance(ms, list | tuple) or not all(
+            isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in ms
+        ):
+            _fail(name, "milestones", "a list of integers >= 1 (epochs)", ms)
+        if list(ms) != sorted(ms):
+            _fail(name, "milestones", "increasing", ms)
+        out["milestones"] = list(ms)
+        if not _number(out["gamma"]) or out["gamma"] <= 0:
+            _fail(name, "gamma", "a number > 0", out["gamma"])
+    elif name == "cosine":
+        w = out["warmup_epochs"]
+        if not _number(w) or w < 0:
+            _fail(name, "warmup_epochs", "a number >= 0", w)
+        r = out["final_lr_ratio"]
+        if not _number(r) or not 0 <= r <= 1:
+            _fail(name, "final_lr_ratio", "in [0, 1]", r)
+        t = out["total_epochs"]
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
+            _fail(name, "total_epochs", "an integer >= 1 or null", t)
+    elif name == "plateau":
+        if not isinstance(out["metric"], str) or not out["metric"]:
+            _fail(name, "metric", "a metric name such as val_loss", out["metric"])
+        if out["mode"] is None:
+            out["mode"] = _default_mode(out["metric"])
+        if out["mode"] not in ("min", "max"):
+            _fail(name, "mode", "'min' or 'max'", out["mode"])
+        if not _number(out["factor"]) or not 0 < out["factor"] < 1:
+            _fail(name, "factor", "in (0, 1)", out["factor"])
+        for key in ("patience", "cooldown"):
+            v = out[key]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                _fail(name, key, "an integer >= 0", v)
+        for key in ("threshold", "min_lr"):
+            if not _number(out[key]) or out[key] < 0:
+                _fail(name, key, "a number >= 0", out[key])
+    return out
+
+
+class Schedule:
+    """Sets every param group's lr to ``base_lr * factor`` before each optimizer step.
+
+    The trial calls :meth:`apply` before step ``step`` (0-based count of steps taken so far, in
+    epoch ``epoch``, 0-based) and :meth:`end_epoch` with the epoch's validation metrics.
+    """
+
+    def __init__(self, spec: Mapping[str, Any], optimizer, epochs: int, steps_per_epoch: int):
+        self.spec = normalize_schedule(spec)
+        self.optimizer = optimizer
+        self.epochs = int(epochs)
+        self.steps_per_epoch = max(int(steps_per_epoch), 1)
+        self.base_lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        # Plateau state.
+        self.plateau_scale = 1.0
+        self.best: float | None = None
+        self.bad_epochs = 0
+        self.cooldown_left = 0
+
+    def factor(self, step: int, epoch: int) -> float:
+        name = self.spec["name"]
+        if name == "multistep":
+            passed = sum(1 for m in self.spec["milestones"] if m <= epoch)
+            return self.spec["gamma"] ** passed
+        if name == "cosine":
+            total_epochs = self.spec["total_epochs"] or self.epochs
+            total = total_epochs * self.steps_per_epoch
+            warmup = round(self.spec["warmup_epochs"] * self.steps_per_epoch)
+            if step < warmup:
+                return (step + 1) / warmup
+            span = max(total - warmup, 1)
+            progress = min((step - warmup) / span, 1.0)
+            low = self.spec["final_lr_ratio"]
+            return low + (1.0 - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if name == "plateau":
+            return self.plateau_scale
+        return 1.0
+
+    def lrs(self, step: int, epoch: int) -> list[float]:
+        f = self.factor(step, epoch)
+        lrs = [base * f for base in self.base_lrs]
+        if self.spec["name"] == "plateau":
+            lrs = [max(lr, self.spec["min_lr"]) for lr in lrs]
+        return lrs
+
+    def apply(self, step: int, epoch: int) -> float:
+        """Set the lr for the coming step; returns the first group's lr."""
+        lrs = self.lrs(step, epoch)
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        return lrs[0]
+
+    def end_epoch(self, metrics: Mapping[str, float]) -> None:
+        if self.spec["name"] != "plateau":
+            return
+        metric = self.spec["metric"]
+        if metric not in metrics:
+            known = ", ".join(sorted(metrics))
+            raise ValueError(f"schedule plateau: metric {metric!r} is not reported (got {known})")
+        value = float(metrics[metric])
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+        if self._improved(value):
+            self.best = value
+            self.bad_epochs = 0
+            return
+        if self.cooldown_left > 0:
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs > self.spec["patience"]:
+            self.plateau_scale *= self.spec["factor"]
+            self.bad_epochs = 0
+            self.cooldown_left = self.spec["cooldown"]
+
+    def _improved(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.best is None:
+            return True
+        rel = self.spec["threshold"]
+        if self.spec["mode"] == "min":
+            return value < self.best * (1.0 - rel) if self.best > 0 else value < self.best
+        return value > self.best * (1.0 + rel) if self.best > 0 else value > self.best
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "spec": dict(self.spec),
+            "base_lrs": list(self.base_lrs),
+            "plateau_scale": self.plateau_scale,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "cooldown_left": self.cooldown_left,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.base_lrs = [float(x) for x in state["base_lrs"]]
+        self.plateau_scale = float(state["plateau_scale"])
+        self.best = state["best"]
+        self.bad_epochs = int(state["bad_epochs"])
+        self.cooldown_left = int(state["cooldown_left"])
+
+
+def build_schedule(spec, optimizer, epochs: int, steps_per_epoch: int) -> Schedule:
+    return Schedule(spec, optimizer, epochs, steps_per_epoch)

@@ -1,0 +1,761 @@
+"""One trial: resolve a flat config, train, evaluate, checkpoint, resume, report.
+
+``resolve_config(config)`` fills every default and validates; ``run(config)`` trains one model and
+returns its final metrics. See ``docs/architecture.md`` for the config keys and metric names.
+
+Defaults come from four layers, later ones winning: :class:`TrialDefaults` < the optimizer's own
+defaults (``get_spec(name).defaults``) < the workload's ``defaults`` < the workload's
+``optimizer_defaults[optimizer]`` < the given config. Mapping-valued keys (``model``, ``data``,
+``diagnostics``) merge key by key; a ``schedule`` without a ``name`` (or with the same name)
+updates the schedule below it, one with another name replaces it.
+
+The optimizer's probe ``seed`` is not a key of its own: it is the trial's ``seed``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from sassha import sharpness as S
+from sassha.hessian import BatchLoss, trainable_params
+from sassha.optim import build_optimizer, get_spec
+from sassha.schedules import Schedule, normalize_schedule
+from sassha.tracking import NullTracker, flatten
+from sassha.workloads import get_workload
+
+__all__ = [
+    "TrialDefaults",
+    "DiagnosticsDefaults",
+    "resolve_config",
+    "optimizer_hyperparameters",
+    "run",
+    "CHECKPOINT_NAME",
+]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+STATUSES = ("finished", "diverged", "failed")
+
+
+@dataclass(frozen=True)
+class DiagnosticsDefaults:
+    """Opt-in measurements; all run on ``batches`` fixed training batches in eval mode."""
+
+    sharpness: bool = False  # lambda_max, hessian_trace, worst/avg_sharpness, gen_gap at the end
+    hessian_sensitivity: bool = False  # eq. (7), logged per epoch
+    hessian_difference: bool = False  # eq. (8) over the epoch's last k steps, logged per epoch
+    batches: int = 4
+    rho: float = 0.1  # perturbation radius of the sharpness measures and of eq. (7)
+    k: int = 10  # step distance of eq. (8)
+    power_iters: int = 20
+    trace_probes: int = 10
+    avg_samples: int = 10
+    sensitivity_samples: int = 5
+    hessian_probes: int = 1  # Rademacher probes per diagonal estimate in eqs. (7)-(8)
+
+
+@dataclass(frozen=True)
+class TrialDefaults:
+    """Every trial-level default, once. Workload and optimizer defaults override these."""
+
+    seed: int = 0
+    epochs: int = 1
+    batch_size: int = 128
+    eval_batch_size: int | None = None  # None: the training batch size
+    label_noise: float = 0.0
+    data_root: str | None = None
+    schedule: dict = field(default_factory=lambda: {"name": "constant"})
+    max_loss: float = 1e4  # a training loss above this (or non-finite) ends the trial: diverged
+    time_limit_s: float | None = None  # checked at the end of each epoch
+    max_backward_passes: float | None = None  # checked after each step
+    diagnostics: dict = field(default_factory=lambda: asdict(DiagnosticsDefaults()))
+    device: str = "auto"
+    num_workers: int = 0
+    model: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    pretrained_dir: str | None = None
+
+
+_MERGED_KEYS = ("model", "data", "diagnostics")
+# Keys that may change between a checkpoint and a restart without changing what is trained.
+_RESUMABLE_KEYS = frozenset(
+    {"epochs", "time_limit_s", "max_backward_passes", "device", "num_workers", "data_root"}
+    | {"pretrained_dir", "diagnostics", "eval_batch_size"}
+)
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v, where) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise ValueError(f"config key {where} is not JSON-serialisable (got {value!r})")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _merge_schedule(lower: Any, upper: Any) -> Any:
+    if isinstance(upper, str):
+        upper = {"name": upper}
+    if isinstance(lower, Mapping) and isinstance(upper, Mapping):
+        if "name" not in upper or upper.get("name") == lower.get("name"):
+            return {**lower, **upper}
+    return upper
+
+
+def _optimizer_keys(name: str) -> list[str]:
+    return [k for k in get_spec(name).defaults if k != "seed"]
+
+
+def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The complete, validated, JSON-ready trial config (sorted keys; same input, same dict).
+
+    Raises ValueError with one line for an unknown workload, optimizer or key, a hyperparameter
+    the optimizer does not take, or an out-of-range value.
+    """
+    if not isinstance(config, Mapping):
+        raise ValueError(f"a trial config must be a mapping (got {type(config).__name__})")
+    for key in ("workload", "optimizer"):
+        if key not in config:
+            raise ValueError(f"config needs {key!r}")
+    wl = get_workload(config["workload"])
+    opt_name = config["optimizer"]
+    spec = get_spec(opt_name)
+    opt_keys = _optimizer_keys(opt_name)
+
+    trial_defaults = asdict(TrialDefaults())
+    if opt_name not in wl.optimizer_defaults:
+        known = ", ".join(sorted(wl.optimizer_defaults))
+        raise ValueError(
+            f"workload {wl.name} has no defaults for optimizer {opt_name!r} (it has: {known})"
+        )
+    layers = [
+        trial_defaults,
+        {k: v for k, v in spec.defaults.items() if k != "seed"},
+        dict(wl.defaults),
+        {k: v for k, v in wl.optimizer_defaults[opt_name].items() if k != "seed"},
+        {k: v for k, v in config.items() if k not in ("workload", "optimizer")},
+    ]
+    allowed = set(trial_defaults) | set(wl.defaults) | set(opt_keys)
+    for key in layers[-1]:
+        if key in allowed:
+            continue
+        takers = [n for n in _all_optimizer_names() if key in _optimizer_keys(n)]
+        if takers:
+            raise ValueError(
+                f"{key!r} is not a hyperparameter of {opt_name} (it takes: {', '.join(opt_keys)})"
+            )
+        raise ValueError(f"unknown config key {key!r} (allowed: {', '.join(sorted(allowed))})")
+
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            value = copy.deepcopy(value)
+            if key in _MERGED_KEYS and key in out and value is not None:
+                if not isinstance(value, Mapping):
+                    raise ValueError(f"{key} must be a mapping (got {value!r})")
+                out[key] = {**out[key], **value}
+            elif key == "schedule" and key in out:
+                out[key] = _merge_schedule(out[key], value)
+            else:
+                out[key] = value
+    out["workload"] = wl.name
+    out["optimizer"] = opt_name
+
+    _validate_trial_keys(out)
+    out["schedule"] = normalize_schedule(out["schedule"])
+    out["diagnostics"] = _validate_diagnostics(out["diagnostics"])
+    if out["eval_batch_size"] is None:
+        out["eval_batch_size"] = out["batch_size"]
+    hparams = {k: out[k] for k in opt_keys}
+    if "seed" in spec.defaults:
+        hparams["seed"] = out["seed"]
+    spec.validate(hparams)
+    resolved = _jsonable(out, "config")
+    return {k: resolved[k] for k in sorted(resolved)}
+
+
+def _all_optimizer_names() -> list[str]:
+    from sassha.optim import REGISTRY
+
+    return list(REGISTRY)
+
+
+def _validate_trial_keys(c: dict[str, Any]) -> None:
+    def bad(key: str, allowed: str) -> None:
+        raise ValueError(f"{key} must be {allowed} (got {c[key]!r})")
+
+    if not _is_int(c["seed"]) or c["seed"] < 0:
+        bad("seed", "an integer >= 0")
+    if not _is_int(c["epochs"]) or c["epochs"] < 1:
+        bad("epochs", "an integer >= 1")
+    if not _is_int(c["batch_size"]) or c["batch_size"] < 1:
+        bad("batch_size", "an integer >= 1")
+    if c["eval_batch_size"] is not None and (
+        not _is_int(c["eval_batch_size"]) or c["eval_batch_size"] < 1
+    ):
+        bad("eval_batch_size", "an integer >= 1 or null")
+    if not _is_number(c["label_noise"]) or not 0.0 <= c["label_noise"] < 1.0:
+        bad("label_noise", "in [0, 1)")
+    if not _is_number(c["max_loss"]) or c["max_loss"] <= 0:
+        bad("max_loss", "a number > 0")
+    for key in ("time_limit_s", "max_backward_passes"):
+        if c[key] is not None and (not _is_number(c[key]) or c[key] <= 0):
+            bad(key, "a number > 0 or null")
+    if not isinstance(c["device"], str) or not (
+        c["device"] in ("auto", "cpu", "cuda", "mps") or c["device"].startswith("cuda:")
+    ):
+        bad("device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    if not _is_int(c["num_workers"]) or c["num_workers"] < 0:
+        bad("num_workers", "an integer >= 0")
+    for key in ("model", "data"):
+        if not isinstance(c[key], Mapping):
+            bad(key, "a mapping of overrides")
+    for key in ("data_root", "pretrained_dir"):
+        if c[key] is not None and not isinstance(c[key], str):
+            bad(key, "a path or null")
+
+
+def _validate_diagnostics(d: Any) -> dict[str, Any]:
+    defaults = asdict(DiagnosticsDefaults())
+    if not isinstance(d, Mapping):
+        raise ValueError(f"diagnostics must be a mapping (got {d!r})")
+    unknown = sorted(set(d) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown diagnostics key {unknown[0]!r} (allowed: {', '.join(defaults)})")
+    out = {**defaults, **d}
+    for key, default in defaults.items():
+        v = out[key]
+        if isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise ValueError(f"diagnostics.{key} must be true or false (got {v!r})")
+        elif isinstance(default, int):
+            if not _is_int(v) or v < 1:
+                raise ValueError(f"diagnostics.{key} must be an integer >= 1 (got {v!r})")
+        elif not _is_number(v) or v <= 0:
+            raise ValueError(f"diagnostics.{key} must be a number > 0 (got {v!r})")
+    return out
+
+
+def optimizer_hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The optimizer's own constructor arguments for a resolved trial config.
+
+    ``weight_decay`` in a trial config is in the paper's units. The paper's scripts hand
+    ``wd / lr`` to decoupled optimizers (``p *= 1 - lr_t * weight_decay``), so the effective
+    per-step decay is ``wd * lr_t / lr_0`` and follows the schedule; coupled optimizers (SGD,
+    SAM-SGD, Shampoo: L2 added to the gradient) take ``wd`` as it is. This is the one place the
+    conversion happens. The optimizer's probe ``seed`` is the trial's ``seed``; lists become tuples
+    (``betas``).
+    """
+    name = config["optimizer"]
+    spec = get_spec(name)
+    out: dict[str, Any] = {}
+    for key in spec.defaults:
+        if key == "seed":
+            out[key] = int(config.get("seed", 0))
+        elif key in config:
+            value = config[key]
+            out[key] = tuple(value) if isinstance(value, list) else value
+        else:
+            out[key] = spec.defaults[key]
+    if spec.weight_decay_mode == "decoupled" and "weight_decay" in out:
+        lr = out.get("lr")
+        if not lr:
+            raise ValueError(f"lr must be > 0 to convert weight_decay for {name} (got {lr!r})")
+        out["weight_decay"] = out["weight_decay"] / lr
+    return out
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_states() -> dict[str, Any]:
+    states = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: Mapping[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _atomic_save(obj: Any, path: str) -> None:
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _better(name: str, new: float, old: float) -> bool:
+    if not math.isfinite(new):
+        return False
+    if not math.isfinite(old):
+        return True
+    lower_is_better = "loss" in name or "ppl" in name
+    return new < old if lower_is_better else new > old
+
+
+def _best_metrics(history: list[dict[str, float]]) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for row in history:
+        for name, value in row.items():
+            if not name.startswith("val_") or not isinstance(value, int | float):
+                continue
+            if name not in best or _better(name, float(value), best[name]):
+                best[name] = float(value)
+    return {f"best_{k}": v for k, v in best.items()}
+
+
+def _to_float(x: Any) -> float:
+    return float(x.item()) if isinstance(x, torch.Tensor) else float(x)
+
+
+# -- the trial -----------------------------------------------------------------------------------
+
+
+class _Diverged(Exception):
+    pass
+
+
+class _Trial:
+    def __init__(self, config: dict[str, Any], tracker, checkpoint_dir: str | None) -> None:
+        self.cfg = config
+        self.tracker = tracker
+        self.ckpt_path = (
+            os.path.join(os.fspath(checkpoint_dir), CHECKPOINT_NAME) if checkpoint_dir else None
+        )
+        if checkpoint_dir:
+            os.makedirs(checkpoint_dir, exist_ok=True)
+        self.wl = get_workload(config["workload"])
+        self.spec = get_spec(config["optimizer"])
+        self.hparams = optimizer_hyperparameters(config)
+        self.passes_per_step = self.spec.backward_passes(self.hparams)
+        self.diag = config["diagnostics"]
+
+    # state that a checkpoint restores
+    epoch = 0
+    steps = 0
+    wall_time = 0.0
+    history: list[dict[str, float]]
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        if not self.ckpt_path or not os.path.exists(self.ckpt_path):
+            return None
+        ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(
+                f"{self.ckpt_path}: checkpoint version {ckpt.get('version')!r} is not "
+                f"{CHECKPOINT_VERSION}; delete it to start over"
+            )
+        stored = ckpt["config"]
+        differ = sorted(
+            k
+            for k in set(stored) | set(self.cfg)
+            if k not in _RESUMABLE_KEYS and stored.get(k) != self.cfg.get(k)
+        )
+        if differ:
+            raise ValueError(
+                f"{self.ckpt_path} was written for a different config "
+                f"(differs in: {', '.join(differ)}); use another checkpoint_dir"
+            )
+        if ckpt["epoch"] > self.cfg["epochs"]:
+            raise ValueError(
+                f"{self.ckpt_path} holds {ckpt['epoch']} epochs, more than the "
+                f"{self.cfg['epochs']} requested"
+            )
+        return ckpt
+
+    def run(self) -> dict[str, Any]:
+        ckpt = self.load_checkpoint()
+        if ckpt is not None and ckpt.get("result") is not None:
+            result = ckpt["result"]
+            ended_same = ckpt["config"]["epochs"] == self.cfg["epochs"]
+            if ended_same or result["status"] == "diverged":
+                self.tracker.set_tags({"status": result["status"]})
+                self.tracker.finish(result["status"])
+                return dict(result)
+        self.tracker.log_params(flatten(self.cfg))
+        self.tracker.set_tags({"status": "running"})
+        self.history = []
+        try:
+            result = self._train(ckpt)
+        except Exception as exc:  # a trial records its failure; the caller decides what next
+            result = self._summary("failed")
+            result["error"] = f"{type(exc).__name__}: {exc}"
+            result["traceback"] = traceback.format_exc()
+        self.tracker.set_tags({"status": result["status"]})
+        self.tracker.finish(result["status"])
+        return result
+
+    def _summary(self, status: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "status": status,
+            "epochs_completed": self.epoch,
+            "steps": self.steps,
+            "backward_passes": self.steps * self.passes_per_step,
+            "wall_time_s": self.wall_time,
+        }
+        if self.history:
+            out.update(self.history[-1])
+            out.update(_best_metrics(self.history))
+        out.update(extra or {})
+        # The summary's own counters win over the last epoch's copies of them.
+        out.update(
+            status=status,
+            epochs_completed=self.epoch,
+            steps=self.steps,
+            backward_passes=self.steps * self.passes_per_step,
+            wall_time_s=self.wall_time,
+        )
+        return out
+
+    def _loaders(self, device: torch.device):
+        cfg = self.cfg
+        train_ds, val_ds = self.wl.build_data(cfg)
+        self.train_ds = train_ds
+        self.loader_gen = torch.Generator()
+        self.loader_gen.manual_seed(cfg["seed"])
+        common = dict(
+            num_workers=cfg["num_workers"],
+            collate_fn=getattr(self.wl, "collate_fn", None),
+            pin_memory=device.type == "cuda",
+            persistent_workers=cfg["num_workers"] > 0,
+        )
+        train = DataLoader(
+            train_ds,
+            batch_size=cfg["batch_size"],
+            shuffle=True,
+            generator=self.loader_gen,
+            **common,
+        )
+        val = DataLoader(val_ds, batch_size=cfg["eval_batch_size"], shuffle=False, **common)
+        if len(train) == 0:
+            raise ValueError(f"workload {self.wl.name}: the training set is empty")
+        return train, val
+
+    def _diagnostic_loss(self, device: torch.device) -> BatchLoss:
+        """The fixed subset of training data the diagnostics use (first batches, unshuffled)."""
+        if getattr(self, "_diag_loss", None) is None:
+            loader = DataLoader(
+                self.train_ds,
+                batch_size=self.cfg["batch_size"],
+                shuffle=False,
+                collate_fn=getattr(self.wl, "collate_fn", None),
+            )
+            batches, sizes = [], []
+            for i, batch in enumerate(loader):
+                if i >= self.diag["batches"]:
+                    break
+                batches.append(self.wl.to_device(batch, device))
+                sizes.append(_batch_size(batch))
+            self._diag_loss = BatchLoss(self.model, batches, self.wl.loss, sizes)
+            self._diag_sizes = sizes
+        return self._diag_loss
+
+    def _train(self, ckpt: Mapping[str, Any] | None) -> dict[str, Any]:
+        cfg = self.cfg
+        device = _pick_device(cfg["device"])
+        _seed_everything(cfg["seed"])
+        model = self.wl.build_model(cfg).to(device)
+        self.model = model
+        train_loader, val_loader = self._loaders(device)
+        opt = build_optimizer(cfg["optimizer"], model.parameters(), model=model, **self.hparams)
+        schedule = Schedule(cfg["schedule"], opt, cfg["epochs"], len(train_loader))
+        if ckpt is not None:
+            self._restore(ckpt, model, opt, schedule)
+            if ckpt["config"]["epochs"] != cfg["epochs"] and cfg["schedule"]["name"] == "cosine":
+                if cfg["schedule"]["total_epochs"] is None:
+                    warnings.warn(
+                        "continuing a cosine schedule with a new number of epochs changes its "
+                        "horizon; set schedule.total_epochs to keep it fixed",
+                        stacklevel=2,
+                    )
+
+        stop_reason = None
+        status = "finished"
+        while self.epoch < cfg["epochs"] and stop_reason is None:
+            start = time.perf_counter()
+            row, stop_reason = self._train_epoch(model, opt, schedule, train_loader, device)
+            if stop_reason == "diverged":
+                status = "diverged"
+            else:
+                row.update(self.wl.evaluate(model, val_loader, device))
+                row.update(self._epoch_diagnostics(device))
+            self.epoch += 1
+            self.wall_time += time.perf_counter() - start
+            row["wall_time_s"] = self.wall_time
+            row["backward_passes"] = self.steps * self.passes_per_step
+            self.history.append(row)
+            self.tracker.log_metrics(row, step=self.epoch)
+            if status == "diverged":
+                break
+            schedule.end_epoch(row)
+            time_up = cfg["time_limit_s"] is not None and self.wall_time >= cfg["time_limit_s"]
+            if stop_reason is None and time_up and self.epoch < cfg["epochs"]:
+                stop_reason = "time_limit"
+            if stop_reason is None and self.epoch < cfg["epochs"]:
+                self._save(model, opt, schedule, result=None)
+
+        extra: dict[str, Any] = {
+            "stopped_by_time_limit": stop_reason == "time_limit",
+            "stopped_by_backward_passes": stop_reason == "backward_passes",
+        }
+        if status == "finished" and self.diag["sharpness"]:
+            start = time.perf_counter()
+            extra.update(self._sharpness(model, device))
+            extra["gen_gap"] = self.history[-1]["val_loss"] - extra["train_eval_loss"]
+            self.wall_time += time.perf_counter() - start
+        result = self._summary(status, extra)
+        self._save(model, opt, schedule, result=result)
+        return result
+
+    def _train_epoch(self, model, opt, schedule, loader, device):
+        cfg = self.cfg
+        model.train()
+        sum_loss = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.float64, device=device)
+        bad = torch.zeros((), dtype=torch.bool, device=device)
+        count = 0
+        has_acc = False
+        # Divergence is checked on the host every step on the CPU (free) and every 50 steps on an
+        # accelerator, where each check is a device sync.
+        check_every = 1 if device.type == "cpu" else 50
+        spe = len(loader)
+        diff = self._difference_tracker()
+        diff_at = max(spe - self.diag["k"], 0)
+        lr = opt.param_groups[0]["lr"]
+        stop = None
+        for i, batch in enumerate(loader):
+            if diff is not None and i == diff_at:
+                diff.record(self._diagnostic_loss(device), trainable_params(model))
+                model.train()
+            batch = self.wl.to_device(batch, device)
+            lr = schedule.apply(self.steps, self.epoch)
+            first: dict[str, Any] = {}
+
+            def closure(batch=batch, first=first):
+                loss, stats = self.wl.loss(model, batch)
+                if not first:
+                    first["loss"], first["stats"] = loss.detach(), stats
+                return loss
+
+            opt.step(closure)
+            self.steps += 1
+            loss = first["loss"].double()
+            stats = first["stats"] or {}
+            n = _to_float(stats["count"]) if "count" in stats else 1.0
+            sum_loss += loss * n
+            count += n
+            if "correct" in stats:
+                has_acc = True
+                correct += stats["correct"]
+            bad |= ~torch.isfinite(loss) | (loss > cfg["max_loss"])
+            if (i + 1) % check_every == 0 or i + 1 == spe:
+                if bool(bad):
+                    stop = "diverged"
+                    break
+            budget = cfg["max_backward_passes"]
+            if budget is not None and self.steps * self.passes_per_step >= budget:
+                stop = "backward_passes"
+                break
+        if stop is None and bool(bad):
+            stop = "diverged"
+        row = {"train_loss": float(sum_loss) / max(count, 1), "lr": float(lr)}
+        if has_acc:
+            row["train_acc"] = float(correct) / max(count, 1)
+        if stop != "diverged":
+            if hasattr(opt, "diagnostics"):
+                row.update({k: float(v) for k, v in opt.diagnostics().items()})
+            if diff is not None and diff.previous is not None:
+                row["hessian_difference"] = diff.difference(
+                    self._diagnostic_loss(device), trainable_params(model)
+                )
+                model.train()
+        return row, stop
+
+    def _difference_tracker(self):
+        if not self.diag["hessian_difference"]:
+            return None
+        return S.HessianDifference(self.diag["hessian_probes"], seed=self.cfg["seed"])
+
+    def _epoch_diagnostics(self, device) -> dict[str, float]:
+        if not self.diag["hessian_sensitivity"]:
+            return {}
+        loss_fn = self._diagnostic_loss(device)
+        with S.eval_mode(self.model):
+            value = S.hessian_sensitivity(
+                loss_fn,
+                trainable_params(self.model),
+                rho=self.diag["rho"],
+                samples=self.diag["sensitivity_samples"],
+                n_probes=self.diag["hessian_probes"],
+                seed=self.cfg["seed"],
+            )
+        return {"hessian_sensitivity": value}
+
+    def _sharpness(self, model, device) -> dict[str, float]:
+        loss_fn = self._diagnostic_loss(device)
+        d = self.diag
+        out = S.sharpness_metrics(
+            model,
+            self.wl.loss,
+            loss_fn.batches,
+            sizes=self._diag_sizes,
+            rho=d["rho"],
+            power_iters=d["power_iters"],
+            trace_probes=d["trace_probes"],
+            avg_samples=d["avg_samples"],
+            seed=self.cfg["seed"],
+        )
+        # The generalisation gap uses the whole training set (eval mode), like the val metrics.
+        loader = DataLoader(
+            self.train_ds,
+            batch_size=self.cfg["eval_batch_size"],
+            shuffle=False,
+            collate_fn=getattr(self.wl, "collate_fn", None),
+        )
+        train_eval = self.wl.evaluate(model, loader, device)
+        out["train_eval_loss"] = float(train_eval["val_loss"])
+        return out
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def _save(self, model, opt, schedule, result) -> None:
+        if not self.ckpt_path:
+            return
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "config": self.cfg,
+            "epoch": self.epoch,
+            "steps": self.steps,
+            "wall_time_s": self.wall_time,
+            "history": self.history,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "schedule": schedule.state_dict(),
+            "rng": _rng_states(),
+            "loader_rng": self.loader_gen.get_state(),
+            "result": result,
+        }
+        _atomic_save(state, self.ckpt_path)
+
+    def _restore(self, ckpt, model, opt, schedule) -> None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+        _set_rng_states(ckpt["rng"])
+        self.loader_gen.set_state(ckpt["loader_rng"])
+        self.epoch = int(ckpt["epoch"])
+        self.steps = int(ckpt["steps"])
+        self.wall_time = float(ckpt["wall_time_s"])
+        self.history = list(ckpt["history"])
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else 1
+    if isinstance(batch, Mapping):
+        return _batch_size(next(iter(batch.values())))
+    if isinstance(batch, list | tuple) and batch:
+        return _batch_size(batch[0])
+    return 1
+
+
+def run(
+    config: Mapping[str, Any],
+    *,
+    tracker=None,
+    checkpoint_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Train one trial and return its final metrics.
+
+    ``config`` is resolved first (:func:`resolve_config`; a bad config raises ValueError before
+    anything runs). The result always has ``status`` (finished | diverged | failed),
+    ``epochs_completed``, ``steps``, ``backward_passes`` and ``wall_time_s``, then the last
+    epoch's metrics, ``best_<val metric>``, the sharpness metrics when
+    ``diagnostics.sharpness`` is on, and ``error``/``traceback`` for a failed trial.
+
+    With ``checkpoint_dir`` the trial checkpoints atomically after every epoch and a restart
+    resumes from the last checkpoint with identical results; a restart of an ended trial returns
+    its stored result, and one with a larger ``epochs`` continues training (see
+    :mod:`sassha.schedules` for how schedules behave then).
+    """
+    cfg = resolve_config(config)
+    trial = _Trial(cfg, tracker if tracker is not None else NullTracker(), checkpoint_dir)
+    return trial.run()
+
+
+def _main() -> None:  # pragma: no cover - a convenience for `python -m sassha.trial CONFIG_JSON`
+    import sys
+
+    config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    print(json.dumps(run(config), indent=2, default=str))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _main()

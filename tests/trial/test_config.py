@@ -1,0 +1,95 @@
+"""resolve_config: default layering, completeness, determinism, validation; wd conversion."""
+
+import json
+
+import pytest
+
+from sassha.optim import get_spec
+from sassha.trial import TrialDefaults, optimizer_hyperparameters, resolve_config
+from sassha.workloads import get_workload
+
+BASE = {"workload": "digits_cnn", "optimizer": "sassha"}
+
+
+def test_layers_in_order_and_complete():
+    wl = get_workload("digits_cnn")
+    cfg = resolve_config({**BASE, "lr": 0.05})
+    # The given config wins over the workload's optimizer defaults ...
+    assert cfg["lr"] == 0.05
+    # ... which win over the optimizer's own defaults (rho 0.2 in the registry).
+    assert cfg["rho"] == wl.optimizer_defaults["sassha"]["rho"]
+    assert get_spec("sassha").defaults["rho"] != cfg["rho"]
+    # Workload defaults win over trial defaults.
+    assert cfg["batch_size"] == wl.defaults["batch_size"] != TrialDefaults().batch_size
+    assert cfg["epochs"] == wl.defaults["epochs"]
+    # Every optimizer hyperparameter is present (the probe seed is the trial seed).
+    for key in get_spec("sassha").defaults:
+        assert key == "seed" or key in cfg
+    for key in ("seed", "eval_batch_size", "label_noise", "schedule", "max_loss", "time_limit_s"):
+        assert key in cfg
+    assert cfg["eval_batch_size"] == cfg["batch_size"]
+    assert cfg["diagnostics"]["batches"] == 4 and cfg["diagnostics"]["sharpness"] is False
+    assert cfg["schedule"] == {"name": "constant"}
+
+
+def test_json_ready_and_deterministic():
+    a = resolve_config({**BASE, "betas": (0.9, 0.99), "schedule": {"name": "cosine"}})
+    b = resolve_config({"betas": [0.9, 0.99], "schedule": {"name": "cosine"}, **BASE})
+    assert a == b
+    assert a["betas"] == [0.9, 0.99]
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    assert json.loads(json.dumps(a)) == a
+    assert list(a) == sorted(a)
+    # Resolving a resolved config changes nothing.
+    assert resolve_config(a) == a
+
+
+def test_nested_merges():
+    cfg = resolve_config({**BASE, "diagnostics": {"sharpness": True}, "model": {"width": 8}})
+    assert cfg["diagnostics"]["sharpness"] is True and cfg["diagnostics"]["batches"] == 4
+    assert cfg["model"] == {"width": 8}
+    cfg = resolve_config({**BASE, "schedule": {"name": "multistep", "milestones": [2]}})
+    assert cfg["schedule"] == {"name": "multistep", "milestones": [2], "gamma": 0.1}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"workload": "nope"}, "unknown workload 'nope'"),
+        ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'"),
+        ({"momentum": 0.9}, "'momentum' is not a hyperparameter of sassha"),
+        ({"learning_rate": 0.1}, "unknown config key 'learning_rate'"),
+        ({"epochs": 0}, "epochs must be an integer >= 1"),
+        ({"epochs": 2.5}, "epochs must be an integer >= 1"),
+        ({"label_noise": 1.0}, r"label_noise must be in \[0, 1\)"),
+        ({"label_noise": -0.1}, r"label_noise must be in \[0, 1\)"),
+        ({"rho": -1}, "rho must be"),
+        ({"schedule": {"name": "step"}}, "unknown schedule 'step'.*multistep"),
+        ({"schedule": {"name": "cosine", "warmup": 3}}, "unknown key 'warmup'.*warmup_epochs"),
+        ({"diagnostics": {"sharp": True}}, "unknown diagnostics key 'sharp'"),
+        ({"device": "tpu"}, "device must be"),
+        ({"time_limit_s": 0}, "time_limit_s must be"),
+        ({"model": {"act": object()}}, "not JSON-serialisable"),
+    ],
+)
+def test_bad_configs_raise_one_line(override, message):
+    with pytest.raises(ValueError, match=message) as info:
+        resolve_config({**BASE, **override})
+    assert "\n" not in str(info.value)
+
+
+def test_weight_decay_conversion():
+    cfg = resolve_config({**BASE, "lr": 0.2, "weight_decay": 1e-3, "seed": 7})
+    h = optimizer_hyperparameters(cfg)
+    assert get_spec("sassha").weight_decay_mode == "decoupled"
+    assert h["weight_decay"] == pytest.approx(1e-3 / 0.2)
+    assert h["seed"] == 7 and h["betas"] == (0.9, 0.999)
+    adamw = optimizer_hyperparameters(resolve_config({**BASE, "optimizer": "adamw", "lr": 0.01}))
+    assert adamw["weight_decay"] == pytest.approx(5e-4 / 0.01)
+    sgd = optimizer_hyperparameters(
+        resolve_config({**BASE, "optimizer": "sgd", "weight_decay": 5e-4})
+    )
+    assert get_spec("sgd").weight_decay_mode == "coupled"
+    assert sgd["weight_decay"] == 5e-4
+    # Exactly the optimizer's own argument names come out.
+    assert set(h) == set(get_spec("sassha").defaults)

@@ -1,0 +1,98 @@
+import math
+
+import pytest
+import torch
+
+from sassha.schedules import Schedule, normalize_schedule
+
+
+def _opt(lr=1.0):
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+
+
+def test_multistep_by_epoch():
+    s = Schedule({"name": "multistep", "milestones": [2, 4], "gamma": 0.1}, _opt(), 6, 3)
+    lrs = [s.apply(step=e * 3, epoch=e) for e in range(6)]
+    assert lrs == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+    assert s.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
+
+
+def test_cosine_with_linear_warmup_per_step():
+    spe, epochs = 4, 5
+    s = Schedule({"name": "cosine", "warmup_epochs": 1}, _opt(0.5), epochs, spe)
+    lrs = [s.apply(step, step // spe) for step in range(epochs * spe)]
+    assert lrs[:4] == pytest.approx([0.125, 0.25, 0.375, 0.5])
+    # Half cosine over the remaining 16 steps.
+    for j, lr in enumerate(lrs[4:]):
+        assert lr == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * j / 16)))
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    # total_epochs fixes the horizon independently of the trial's epochs.
+    fixed = Schedule({"name": "cosine", "warmup_epochs": 1, "total_epochs": 5}, _opt(0.5), 2, spe)
+    expected = 0.5 * 0.5 * (1 + math.cos(math.pi * 3 / 16))
+    assert fixed.apply(7, 1) == pytest.approx(expected) == s.lrs(7, 1)[0]
+
+
+def test_plateau_reduces_after_patience_and_round_trips():
+    spec = {"name": "plateau", "factor": 0.5, "patience": 1, "metric": "val_acc"}
+    s = Schedule(spec, _opt(), 10, 1)
+    assert s.spec["mode"] == "max"
+    seen = []
+    for acc in [0.5, 0.6, 0.6, 0.6, 0.59, 0.7]:
+        s.end_epoch({"val_acc": acc})
+        seen.append(s.apply(0, 0))
+    # Two non-improving epochs exceed patience 1: halve; then two more: halve again.
+    assert seen == pytest.approx([1.0, 1.0, 1.0, 0.5, 0.5, 0.5])
+    copy = Schedule(spec, _opt(), 10, 1)
+    copy.load_state_dict(s.state_dict())
+    for sched in (s, copy):
+        sched.end_epoch({"val_acc": 0.65})
+        sched.end_epoch({"val_acc": 0.65})
+    assert s.apply(0, 0) == copy.apply(0, 0) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="metric 'val_acc' is not reported"):
+        s.end_epoch({"val_loss": 1.0})
+
+
+def test_plateau_min_mode_on_loss():
+    s = Schedule({"name": "plateau", "patience": 0, "factor": 0.1}, _opt(), 3, 1)
+    s.end_epoch({"val_loss": 1.0})
+    s.end_epoch({"val_loss": 0.5})
+    assert s.apply(0, 0) == 1.0
+    s.end_epoch({"val_loss": 0.7})
+    assert s.apply(0, 0) == pytest.approx(0.1)
+
+
+def test_constant_and_per_group_base_lrs():
+    p1, p2 = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [p1], "lr": 1.0}, {"params": [p2], "lr": 0.1}])
+    s = Schedule({"name": "multistep", "milestones": [1]}, opt, 2, 1)
+    s.apply(1, 1)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.1, 0.01])
+    c = Schedule("constant", _opt(0.3), 2, 1)
+    assert c.apply(100, 1) == 0.3
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"name": "linear"}, "unknown schedule 'linear' .*constant, multistep, cosine, plateau"),
+        ({"name": "multistep", "milestone": [3]}, "unknown key 'milestone' .*milestones, gamma"),
+        ({"name": "multistep", "milestones": [5, 3]}, "milestones must be increasing"),
+        ({"name": "multistep", "milestones": [0.5]}, "milestones must be a list of integers"),
+        ({"name": "cosine", "warmup_epochs": -1}, "warmup_epochs must be"),
+        ({"name": "plateau", "factor": 2}, r"factor must be in \(0, 1\)"),
+        ({"name": "plateau", "mode": "up"}, "mode must be"),
+        ("cosine ", "unknown schedule"),
+    ],
+)
+def test_bad_schedules(spec, message):
+    with pytest.raises(ValueError, match=message):
+        normalize_schedule(spec)
+
+
+def test_normalized_is_complete():
+    assert normalize_schedule({"name": "cosine", "warmup_epochs": 8}) == {
+        "name": "cosine",
+        "warmup_epochs": 8,
+        "final_lr_ratio": 0.0,
+        "total_epochs": None,
+    }
