@@ -69,17 +69,21 @@ def loss_surface(
     directions: tuple | None = None,
     iters: int = 100,
     seed: int = 0,
+    tol: float = 1e-4,
 ) -> LossSurface:
     """Loss on a ``steps`` x ``steps`` grid over [-radius, radius]^2 in the top-2 eigenplane.
 
     ``directions`` = (v1, v2) parameter-shaped unit vectors skips the eigen-solve; their
-    eigenvalues are then reported as NaN. The parameters are restored afterwards.
+    eigenvalues are then reported as NaN. The parameters are restored afterwards. ``iters`` and
+    ``tol`` bound the power iteration (it stops once the eigenvalue's relative change < tol).
     """
     params = list(params)
     if steps < 2:
         raise ValueError(f"steps must be >= 2 (got {steps})")
     if directions is None:
-        eigenvalues, vectors = hessian.top_eigenpairs(loss_fn, params, 2, iters=iters, seed=seed)
+        eigenvalues, vectors = hessian.top_eigenpairs(
+            loss_fn, params, 2, iters=iters, seed=seed, tol=tol
+        )
         v1, v2 = vectors
     else:
         v1, v2 = directions
