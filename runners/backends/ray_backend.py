@@ -1,0 +1,354 @@
+"""Ray Tune backend: each job is one Tune trial on a local or an existing Ray cluster.
+
+Ray brings per-trial CPU/GPU resources (fractional GPUs too), scheduling across the nodes of a
+cluster and a retry when a worker process or node dies. Results reach ``on_result`` from a Tune
+callback in the driver as trials finish, so the CLI can show progress while the sweep runs.
+
+Failure semantics: an exception raised by the trial function is deterministic more often than
+not, so it is reported as a failed result at once (with its traceback) instead of being retried;
+a worker that *dies* (killed, OOM, segfault, node loss) is retried up to ``max_failures`` times
+and reported failed only after that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from ray.tune import Callback
+
+from runners.backends.base import Backend, Job, OnResult, Result
+
+_ERROR_TAIL_LINES = 30
+
+# Loggers that print a full traceback for every trial error and worker death. Failures reach
+# on_result with the same text, so the console stays readable while the sweep runs.
+_NOISY_LOGGERS = ("ray.tune", "ray.train", "ray.air", "ray.data")
+
+
+def _tail(text: str, lines: int = _ERROR_TAIL_LINES) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+class _PortableFn:
+    """A trial function that a worker can unpickle even when it lives outside installed packages.
+
+    A function defined in a script or a test module is pickled by reference; a worker whose
+    ``sys.path`` lacks that module's folder could not load it. Carrying the driver's ``sys.path``
+    and unpickling lazily, after extending the worker's path, makes "importable in the driver"
+    mean "importable in the worker" on the same machine or on shared storage.
+    """
+
+    def __init__(self, fn: Callable[[Job], Result]):
+        import ray.cloudpickle as cloudpickle
+
+        self._payload = cloudpickle.dumps(fn)
+        self._sys_path = [p for p in sys.path if p]
+        self._fn: Callable[[Job], Result] | None = None
+
+    def __getstate__(self) -> dict:
+        return {"_payload": self._payload, "_sys_path": self._sys_path, "_fn": None}
+
+    def __call__(self, job: Job) -> Result:
+        if self._fn is None:
+            import ray.cloudpickle as cloudpickle
+
+            for entry in self._sys_path:
+                if entry not in sys.path and os.path.isdir(entry):
+                    sys.path.append(entry)
+            self._fn = cloudpickle.loads(self._payload)
+        return self._fn(job)
+
+
+def _trainable(config: dict, jobs: list[Job], fn: _PortableFn) -> None:
+    from ray import tune
+
+    job = jobs[config["job_index"]]
+    try:
+        result = fn(job)
+    except Exception as exc:  # a trial's own exception becomes its failed result
+        result = {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}\n{_tail(traceback.format_exc())}",
+        }
+    tune.report({"result": result})
+
+
+def _default_fn() -> Callable[[Job], Result]:
+    from runners.execute import execute_trial
+
+    return execute_trial
+
+
+def _job_label(job: Job, index: int) -> str:
+    label = str(job.get("hash") or f"job{index:05d}")
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)[:64]
+
+
+class RayBackend(Backend):
+    """Run jobs as Ray Tune trials.
+
+    ``address=None`` starts a private local Ray cluster for the run (and shuts it down after);
+    ``address="auto"``, ``"host:port"`` or ``"ray://host:10001"`` connects to an existing one,
+    whose nodes must be able to import this project (install it there, or pass a
+    ``runtime_env`` through ``init_kwargs``). If Ray is already initialised in this process,
+    that session is used and left running.
+
+    ``storage_path`` holds Tune's per-trial folders (trial stdout/stderr, error files); by
+    default a temporary folder removed after the run. On a multi-node cluster it must be on
+    storage every node can reach (or a cloud URI).
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        cpus_per_trial: float = 1,
+        gpus_per_trial: float = 0,
+        max_concurrent: int | None = None,
+        max_failures: int = 2,
+        storage_path: str | os.PathLike | None = None,
+        fn: Callable[[Job], Result] | None = None,
+        *,
+        num_cpus: int | None = None,
+        object_store_memory: int | None = None,
+        init_kwargs: dict[str, Any] | None = None,
+    ):
+        if cpus_per_trial <= 0:
+            raise ValueError(f"cpus_per_trial must be > 0 (got {cpus_per_trial})")
+        if gpus_per_trial < 0:
+            raise ValueError(f"gpus_per_trial must be >= 0 (got {gpus_per_trial})")
+        if gpus_per_trial > 1 and gpus_per_trial != int(gpus_per_trial):
+            raise ValueError(
+                f"gpus_per_trial above 1 must be a whole number (got {gpus_per_trial})"
+            )
+        if max_concurrent is not None and max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be >= 1 (got {max_concurrent})")
+        if max_failures < -1:
+            raise ValueError(f"max_failures must be >= 0, or -1 for unlimited (got {max_failures})")
+        if address is not None and not str(address).strip():
+            raise ValueError("address must be 'auto', 'host:port' or 'ray://host:port' (got '')")
+        self.address = address
+        self.cpus_per_trial = cpus_per_trial
+        self.gpus_per_trial = gpus_per_trial
+        self.max_concurrent = max_concurrent
+        self.max_failures = max_failures
+        self.storage_path = os.path.abspath(os.fspath(storage_path)) if storage_path else None
+        self.fn = fn
+        self.num_cpus = num_cpus
+        self.object_store_memory = object_store_memory
+        self.init_kwargs = dict(init_kwargs or {})
+
+    # -- cluster lifecycle ---------------------------------------------------------------------
+
+    def _connect(self) -> bool:
+        """Initialise Ray; return True when this call started (and so must stop) a cluster."""
+        import ray
+
+        if ray.is_initialized():
+            return False
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "logging_level": logging.WARNING,
+        }
+        if self.address is None:
+            # "local" (not None): never attach to a cluster someone else started on this host.
+            kwargs["address"] = "local"
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            if self.num_cpus is not None:
+                kwargs["num_cpus"] = self.num_cpus
+            if self.object_store_memory is not None:
+                kwargs["object_store_memory"] = self.object_store_memory
+        else:
+            kwargs["address"] = self.address
+        kwargs.update(self.init_kwargs)
+        try:
+            ray.init(**kwargs)
+        except ConnectionError as exc:
+            hint = ""
+            if "RAY_AUTH_MODE" not in os.environ and self.address not in (None, "auto"):
+                # Ray sends its auth token to an explicit host:port only when asked to.
+                hint = (
+                    "; if the cluster uses token authentication (Ray's default), set "
+                    "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or ~/.ray/auth_token), or use "
+                    "address='auto' with RAY_ADDRESS"
+                )
+            raise ConnectionError(
+                f"cannot connect to the Ray cluster at {self.address!r}: {exc}{hint}"
+            ) from exc
+        return True
+
+    def _check_resources(self) -> None:
+        """Fail fast when no node could ever hold one trial (Tune would wait forever)."""
+        import ray
+
+        total = ray.cluster_resources()
+        need = {"CPU": self.cpus_per_trial, "GPU": self.gpus_per_trial}
+        for key, amount in need.items():
+            if amount and total.get(key, 0) < amount:
+                raise ValueError(
+                    f"each trial asks for {amount} {key} but the Ray cluster has "
+                    f"{total.get(key, 0):g} {key} in all; lower {key.lower()}s_per_trial"
+                )
+
+    # -- run -----------------------------------------------------------------------------------
+
+    def run(self, jobs: list[Job], on_result: OnResult) -> None:
+        jobs = list(jobs)
+        if not jobs:
+            return
+        import ray
+        from ray import tune
+
+        fn = _PortableFn(self.fn if self.fn is not None else _default_fn())
+        started = self._connect()
+        tmp_storage = None
+        storage = self.storage_path
+        if storage is None:
+            tmp_storage = tempfile.mkdtemp(prefix="sweep-ray-")
+            storage = tmp_storage
+        try:
+            if started and self.address is None:
+                self._check_resources()
+            reporter = _Reporter(jobs, on_result)
+            # Through Ray Client the Tune loop itself runs on the cluster, callbacks included;
+            # results are then reported here from the returned grid instead of streamed.
+            client_mode = str(self.address or "").startswith("ray://")
+            resources = {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
+            trainable = tune.with_resources(
+                tune.with_parameters(_trainable, jobs=jobs, fn=fn), resources
+            )
+            labels = [_job_label(job, i) for i, job in enumerate(jobs)]
+
+            def trial_name(trial) -> str:
+                return labels[trial.config["job_index"]]
+
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"job_index": tune.grid_search(list(range(len(jobs))))},
+                tune_config=tune.TuneConfig(
+                    max_concurrent_trials=self.max_concurrent,
+                    # Reusing worker processes saves a Python start and the trial imports
+                    # (seconds each) per trial; a worker that dies is replaced as usual.
+                    reuse_actors=True,
+                    trial_name_creator=trial_name,
+                    trial_dirname_creator=trial_name,
+                ),
+                run_config=tune.RunConfig(
+                    name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+                    storage_path=storage,
+                    verbose=0,
+                    log_to_file=True,
+                    failure_config=tune.FailureConfig(max_failures=self.max_failures),
+                    callbacks=[] if client_mode else [reporter],
+                ),
+            )
+            with _quiet_tune():
+                grid = tuner.fit()
+            if client_mode:
+                reporter.report_grid(grid)
+            reporter.report_missing()
+            if reporter.callback_error is not None:
+                raise reporter.callback_error
+        finally:
+            if started:
+                ray.shutdown()
+            if tmp_storage is not None:
+                shutil.rmtree(tmp_storage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _quiet_tune():
+    """Silence Tune's console reporter and per-error tracebacks for the duration of a fit.
+
+    ``verbose=0`` alone still prints the experiment banner and every trial error with the
+    new output engine; the legacy engine honours it fully.
+    """
+    saved_env = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    saved = {}
+    for name in _NOISY_LOGGERS:
+        logger = logging.getLogger(name)
+        saved[name] = logger.level
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+        if saved_env is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = saved_env
+
+
+class _Reporter(Callback):
+    """Forwards each finished or errored Tune trial to ``on_result`` in the driver."""
+
+    def __init__(self, jobs: list[Job], on_result: OnResult):
+        self._jobs = jobs
+        self._on_result = on_result
+        self._reported: set[int] = set()
+        self.callback_error: BaseException | None = None
+
+    def _emit(self, index: int, result: Result) -> None:
+        if index in self._reported:
+            return
+        self._reported.add(index)
+        if self.callback_error is not None:
+            return
+        try:
+            self._on_result(self._jobs[index], result)
+        except BaseException as exc:  # re-raised in the driver after fit()
+            self.callback_error = exc
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        index = trial.config["job_index"]
+        result = (trial.last_result or {}).get("result")
+        if not isinstance(result, dict):
+            result = {"status": "failed", "error": "the trial ended without reporting a result"}
+        self._emit(index, result)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        index = trial.config["job_index"]
+        text = None
+        with contextlib.suppress(Exception):
+            text = trial.get_error()
+        if not text and trial.error_file and os.path.exists(trial.error_file):
+            with open(trial.error_file, encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
+        failures = trial.run_metadata.num_failures
+        error = _tail(text or "the Ray worker running this trial failed")
+        self._emit(
+            index,
+            {"status": "failed", "error": f"the trial's worker failed {failures} time(s): {error}"},
+        )
+
+    def report_grid(self, grid) -> None:
+        for item in grid:
+            index = item.config["job_index"]
+            result = (item.metrics or {}).get("result")
+            if item.error is not None:
+                result = {"status": "failed", "error": _tail(str(item.error))}
+            elif not isinstance(result, dict):
+                result = {"status": "failed", "error": "the trial ended without reporting a result"}
+            self._emit(index, result)
+
+    def report_missing(self) -> None:
+        """Trials Tune never finished (the run was interrupted) still get one report each."""
+        for index in range(len(self._jobs)):
+            if index not in self._reported:
+                self._emit(
+                    index,
+                    {"status": "failed", "error": "the Ray Tune run ended before this trial ran"},
+                )
