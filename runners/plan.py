@@ -276,11 +276,15 @@ def _expand_raw(spec: Spec) -> list[dict[str, Any]]:
             partial["workload"] = spec.workload
             sources["workload"] = _src(spec, "workload")
         for key, value in spec.base.items():
+            if key in _RESERVED:
+                raise spec.error(("base", key), _RESERVED[key])
             if applies(key):
                 base_used[key] = True
                 partial[key] = _merge_value(partial.get(key), value)
                 sources[key] = _src(spec, "base", key)
         for key, value in variant.config.items():
+            if key in _RESERVED:
+                raise _fail(vsrc[key], _RESERVED[key])
             if not applies(key):
                 raise _fail(
                     vsrc[key],

@@ -274,7 +274,7 @@ def _pydantic_error(raw: LineDict, exc: ValidationError) -> SpecError:
         allowed = list(model.model_fields) if model else None
         return SpecError(where[0], where[1], key, "unknown key", allowed=allowed)
     if kind == "literal_error":
-        allowed = err.get("ctx", {}).get("expected", "").replace("'", "")
+        allowed = err.get("ctx", {}).get("expected", "").replace("'", "").replace(" or ", ", ")
         return SpecError(where[0], where[1], key, "invalid value", got=got, allowed=allowed)
     if kind == "string_pattern_mismatch":
         problem = "must start with a letter or digit and hold only letters, digits, '_', '.', '-'"
@@ -482,12 +482,12 @@ def load_spec(path: str | Path, profile: str | None = None, *, check: bool = Tru
         b = model.budget
         budget = Budget(b.equal, b.reference, b.epochs, b.seconds)
         if b.equal == "wall_clock" and b.seconds is None:
-            raise SpecError(*raw["budget"].where, "budget.seconds", "required for wall_clock")
+            raise SpecError(*raw.key_pos("budget"), "budget.seconds", "required for wall_clock")
         if b.equal in ("epochs", "backward_passes") and b.epochs is None:
-            raise SpecError(*raw["budget"].where, "budget.epochs", f"required for {b.equal}")
+            raise SpecError(*raw.key_pos("budget"), "budget.epochs", f"required for {b.equal}")
         if b.equal == "backward_passes" and b.reference is None:
             raise SpecError(
-                *raw["budget"].where,
+                *raw.key_pos("budget"),
                 "budget.reference",
                 "required for backward_passes (the variant whose budget the others match)",
                 allowed=list(variants),

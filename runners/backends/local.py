@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+from collections.abc import Callable
 from multiprocessing.connection import wait
 
 from runners.backends.base import Backend, Job, OnResult
@@ -20,7 +21,7 @@ def _failed(error: str) -> dict:
     return {"status": "failed", "error": error}
 
 
-def _child(job: Job, conn, threads: int) -> None:
+def _child(fn: Callable[[Job], dict], job: Job, conn, threads: int) -> None:
     # The driver handles Ctrl-C and terminates workers; a worker must not also print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -30,7 +31,7 @@ def _child(job: Job, conn, threads: int) -> None:
     except ImportError:
         pass
     try:
-        result = execute_trial(job)
+        result = fn(job)
     except BaseException as exc:  # a crash in the harness itself, not the trial
         result = _failed(f"{type(exc).__name__}: {exc}")
     conn.send(result)
@@ -40,10 +41,18 @@ def _child(job: Job, conn, threads: int) -> None:
 class LocalBackend(Backend):
     name = "local"
 
-    def __init__(self, jobs: int = 1, threads_per_trial: int | None = None) -> None:
+    def __init__(
+        self,
+        jobs: int = 1,
+        threads_per_trial: int | None = None,
+        fn: Callable[[Job], dict] | None = None,
+    ) -> None:
+        """``fn`` replaces ``execute_trial`` (a top-level function, so a spawned process can
+        import it); ``threads_per_trial`` defaults to the CPU count divided by ``jobs``."""
         if jobs < 1:
             raise ValueError(f"jobs must be >= 1 (got {jobs})")
         self.jobs = jobs
+        self.fn = fn or execute_trial
         cpus = os.cpu_count() or 1
         self.threads = threads_per_trial or max(1, cpus // jobs)
 
@@ -51,7 +60,7 @@ class LocalBackend(Backend):
         if self.jobs == 1:
             for job in jobs:
                 try:
-                    result = execute_trial(job)
+                    result = self.fn(job)
                 except Exception as exc:
                     result = _failed(f"{type(exc).__name__}: {exc}")
                 on_result(job, result)
@@ -68,7 +77,9 @@ class LocalBackend(Backend):
                     job = pending.pop(0)
                     recv, send = ctx.Pipe(duplex=False)
                     proc = ctx.Process(
-                        target=_child, args=(job, send, self.threads), name=f"trial-{job['hash']}"
+                        target=_child,
+                        args=(self.fn, job, send, self.threads),
+                        name=f"trial-{job['hash']}",
                     )
                     proc.start()
                     send.close()

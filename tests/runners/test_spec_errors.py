@@ -1,0 +1,109 @@
+"""Malformed specs: one line on stderr naming file, line and key; exit code 2; no traceback."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from runners_helpers import run_cli, run_main, write_spec
+
+from runners.spec import SpecError, load_spec
+
+CORPUS = Path(__file__).parent / "malformed"
+CASES = sorted(CORPUS.glob("*.yaml"))
+
+
+def expectation(path: Path) -> tuple[int, str, list[str]]:
+    """(line, message fragment, extra CLI args) from the file's markers."""
+    line, fragment, args = None, None, []
+    for number, text in enumerate(path.read_text().splitlines(), 1):
+        if m := re.search(r"# <-- (.*)$", text):
+            line, fragment = number, m.group(1).strip()
+        if m := re.match(r"# expect-line: (\d+)", text):
+            line = int(m.group(1))
+        if m := re.match(r"# expect: (.*)", text):
+            fragment = m.group(1).strip()
+        if m := re.match(r"# args: (.*)", text):
+            args = m.group(1).split()
+    assert line is not None and fragment, f"{path.name} has no expectation marker"
+    return line, fragment, args
+
+
+def test_corpus_is_large_enough():
+    assert len(CASES) >= 20
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_malformed_spec(path: Path, capsys):
+    line, fragment, args = expectation(path)
+    code, out, err = run_main(capsys, "plan", path, *args)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith(f"{path}:{line}: "), lines[0]
+    assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("stem", ["unknown_top_key", "duplicate_variant", "metric_mode"])
+def test_malformed_spec_through_the_console_command(stem: str, tmp_path: Path):
+    path = CORPUS / f"{stem}.yaml"
+    line, fragment, _ = expectation(path)
+    proc = run_cli("run", path, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"{path}:{line}: ") and fragment in lines[0]
+    assert not (tmp_path / "runs").exists(), "nothing may run or be written for a bad spec"
+
+
+def test_missing_file(tmp_path: Path, capsys):
+    code, out, err = run_main(capsys, "plan", tmp_path / "nope.yaml")
+    assert code == 2 and out == ""
+    assert err.strip() == f"{tmp_path / 'nope.yaml'}:0: file: not found"
+
+
+def test_bad_cli_usage_is_one_line(capsys):
+    code, _, err = run_main(capsys, "run", "x.yaml", "--jobs", "0")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--jobs" in err
+    code, _, err = run_main(capsys, "frobnicate")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_error_in_an_included_file_names_that_file(tmp_path: Path):
+    (tmp_path / "best.yaml").write_text("lr: 0.1\nrho: -3\n")
+    spec = write_spec(
+        tmp_path,
+        """\
+        name: t
+        workload: digits_cnn
+        variants:
+          s: {optimizer: sassha, include: best.yaml}
+        """,
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec(spec)
+    assert str(info.value).startswith(f"{tmp_path / 'best.yaml'}:2: ")
+    assert "rho" in str(info.value)
+
+
+def test_profile_error_points_into_the_profile(tmp_path: Path):
+    spec = write_spec(
+        tmp_path,
+        """\
+        name: t
+        workload: digits_cnn
+        variants:
+          s: {optimizer: sassha}
+        profiles:
+          smoke:
+            base: {epochs: 0}
+        """,
+    )
+    load_spec(spec)  # the profile is only checked when chosen
+    with pytest.raises(SpecError) as info:
+        load_spec(spec, "smoke")
+    assert str(info.value).startswith(f"{spec}:7: base.epochs: must be an integer >= 1")
