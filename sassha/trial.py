@@ -592,8 +592,8 @@ class _Trial:
         stop = None
         for i, batch in enumerate(loader):
             if diff is not None and i == diff_at:
-                diff.record(self._diagnostic_loss(device), trainable_params(model))
-                model.train()
+                with S.eval_mode(model):
+                    diff.record(self._diagnostic_loss(device), trainable_params(model))
             batch = self.wl.to_device(batch, device)
             lr = schedule.apply(self.steps, self.epoch)
             first: dict[str, Any] = {}
@@ -632,10 +632,10 @@ class _Trial:
             if hasattr(opt, "diagnostics"):
                 row.update({k: float(v) for k, v in opt.diagnostics().items()})
             if diff is not None and diff.previous is not None:
-                row["hessian_difference"] = diff.difference(
-                    self._diagnostic_loss(device), trainable_params(model)
-                )
-                model.train()
+                with S.eval_mode(model):
+                    row["hessian_difference"] = diff.difference(
+                        self._diagnostic_loss(device), trainable_params(model)
+                    )
         return row, stop
 
     def _difference_tracker(self):
