@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 
 import numpy as np
 from torchvision import datasets, transforms
@@ -100,7 +101,7 @@ def cifar_datasets(
             root, train=True, transform=cifar_transforms(num_classes, train=True, augment=augment)
         )
         val = cls(root, train=False, transform=cifar_transforms(num_classes, train=False))
-    except (OSError, ValueError, KeyError, EOFError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:
         name, folder, url, files = _SOURCES[num_classes]
         raise DataRootError(
             f"{name} at {os.path.join(root, folder)} could not be read ({type(exc).__name__}: "

@@ -1,0 +1,94 @@
+import json
+
+import pytest
+
+from sassha.workloads import WORKLOADS, get_workload
+from sassha.workloads.base import OPTIMIZER_NAMES
+
+PAPER = [
+    "cifar10_resnet20",
+    "cifar10_resnet32",
+    "cifar100_resnet32",
+    "cifar100_wrn28_10",
+    "imagenet_resnet50",
+    "imagenet_vit_s32",
+    "wikitext2_gpt1mini",
+] + [
+    f"glue_squeezebert_{t}" for t in ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
+]
+
+
+def test_every_named_workload_is_registered():
+    for name in [
+        "digits_cnn",
+        "digits_mlp",
+        *PAPER,
+        "synthetic_cifar10_resnet20",
+        "synthetic_cifar100_resnet32",
+        "synthetic_imagenet_resnet50",
+        "synthetic_lm",
+    ]:
+        assert get_workload(name).name == name
+
+
+def test_unknown_workload_names_the_known_ones():
+    with pytest.raises(ValueError, match="unknown workload 'cifar11'") as err:
+        get_workload("cifar11")
+    assert "digits_cnn" in str(err.value) and "wikitext2_gpt1mini" in str(err.value)
+
+
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_defaults_are_complete_and_json(name):
+    wl = WORKLOADS[name]
+    assert wl.task in ("classification", "language_model", "glue")
+    for key in ("epochs", "batch_size", "schedule", "label_noise", "data_root", "model"):
+        assert key in wl.defaults, key
+    assert wl.defaults["schedule"]["name"] in ("multistep", "cosine", "plateau", "constant")
+    assert set(wl.optimizer_defaults) == set(OPTIMIZER_NAMES)
+    json.dumps(wl.defaults)
+    json.dumps(wl.optimizer_defaults)
+
+
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_optimizer_defaults_are_accepted_by_the_registry(name):
+    optim = pytest.importorskip("sassha.optim")
+    for opt, hparams in WORKLOADS[name].optimizer_defaults.items():
+        spec = optim.get_spec(opt)
+        spec.validate(hparams)
+        assert set(hparams) <= set(spec.defaults), (opt, set(hparams) - set(spec.defaults))
+
+
+def test_paper_values_are_transcribed():
+    # hyperparameters.md: the authors' chosen points (wd in the paper's units).
+    s = get_workload("cifar100_resnet32").optimizer_defaults["sassha"]
+    assert (s["lr"], s["weight_decay"], s["rho"], s["eps"], s["lazy_hessian"]) == (
+        0.3,
+        1e-3,
+        0.25,
+        1e-6,
+        10,
+    )
+    m = get_workload("cifar10_resnet20").optimizer_defaults["msassha"]
+    assert (m["lr"], m["weight_decay"], m["rho"]) == (0.3, 1e-3, 0.8)
+    w = get_workload("cifar100_wrn28_10")
+    assert w.defaults["epochs"] == 200
+    assert w.defaults["schedule"] == {
+        "name": "multistep",
+        "milestones": [60, 120, 160],
+        "gamma": 0.2,
+    }
+    v = get_workload("imagenet_vit_s32")
+    assert v.defaults["batch_size"] == 1024
+    assert v.defaults["schedule"] == {"name": "cosine", "warmup_epochs": 8}
+    assert v.optimizer_defaults["sassha"]["lr"] == 0.6
+    assert get_workload("cifar10_resnet32").defaults["schedule"]["milestones"] == [80, 120]
+    assert get_workload("glue_squeezebert_cola").defaults["epochs"] == 20
+    assert get_workload("glue_squeezebert_sst2").defaults["batch_size"] == 16
+    assert get_workload("glue_squeezebert_rte").optimizer_defaults["sassha"]["lazy_hessian"] == 1
+    assert get_workload("wikitext2_gpt1mini").defaults["epochs"] == 50
+
+
+def test_defaults_are_not_shared_between_workloads():
+    a, b = get_workload("digits_cnn"), get_workload("digits_mlp")
+    assert a.defaults is not b.defaults
+    assert a.optimizer_defaults["sassha"] is not b.optimizer_defaults["sassha"]
