@@ -1,0 +1,129 @@
+"""Every spec in sweeps/ validates and plans to the trial count of the figure/table it encodes."""
+
+from pathlib import Path
+
+import pytest
+
+from runners.plan import plan
+from runners.spec import load_spec
+
+SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
+
+# (spec, profile) -> trials of the full plan, from the paper's grids
+FULL = {
+    ("lazy_hessian", None): 4 * 7 * 3,  # Fig. 5a
+    ("sqrt_ablation", None): 2 * 5,  # Fig. 4
+    ("abs_ablation", None): 2 * 3,  # App. G.1
+    ("rho", None): (8 + 8) * 3,
+    ("sam_vs_sassha", None): (5 + 5 + 5 + 2) * 3,  # Tables 6 and 14
+    ("sam_vs_sassha", "equal_budget"): (5 + 5 + 5) * 3,
+    ("label_noise", None): 7 * 2 * 3 * 3,  # Table 5
+    ("image_classification", None): (6 * 6 + 4) * 3,  # Table 2
+    ("language_pretraining", None): 6 * 3,  # Table 3
+    ("glue", None): 8 * 5 * 3,  # Table 4
+    ("sharpness", None): 7 * 4 * 3,  # Tables 1 and 7
+    ("hessian_sensitivity", None): 4 * 3,  # Fig. 5b/c
+    ("bias_correction", None): 2 * 7 * 3,
+    ("tune_lr_rho", None): 3,
+}
+
+
+def _plan(name, profile=None):
+    spec = load_spec(SWEEPS / f"{name}.yaml", profile)
+    return spec, plan(spec)
+
+
+def test_every_spec_file_is_covered():
+    names = {p.stem for p in SWEEPS.glob("*.yaml")} - {"quickstart"}
+    assert names == {n for n, _ in FULL}
+
+
+@pytest.mark.parametrize("name, profile", sorted(FULL, key=str))
+def test_full_plan_counts(name, profile):
+    spec, trials = _plan(name, profile)
+    assert len(trials) == FULL[(name, profile)]
+    assert len({t.hash for t in trials}) == len(trials)
+    assert "smoke" in spec.profiles
+    first = (SWEEPS / f"{name}.yaml").read_text().splitlines()[0]
+    assert first.startswith("# ") and any(
+        w in first for w in ("Table", "Figure", "Appendix", "Beyond", "Sensitivity", "Tuning")
+    )
+
+
+def test_lazy_hessian_arms():
+    _, trials = _plan("lazy_hessian")
+    by = {}
+    for t in trials:
+        by.setdefault(t.variant, set()).add(t.config["lazy_hessian"])
+        assert t.config["workload"] == "cifar100_resnet32" and t.config["epochs"] == 160
+    assert all(ks == {1, 2, 5, 10, 20, 50, 100} for ks in by.values())
+    base = next(t.config for t in trials if t.variant == "baseline")
+    assert base["rho"] == 0 and base["hessian_power"] == 1.0 and base["optimizer"] == "sassha"
+    sassha = next(t.config for t in trials if t.variant == "sassha")
+    assert (sassha["lr"], sassha["rho"], sassha["weight_decay"]) == (0.3, 0.25, 1e-3)
+    assert sassha["hessian_power"] == 0.5
+    assert {t.config["optimizer"] for t in trials} == {"sassha", "adahessian", "sophia_h"}
+
+
+def test_ablation_arms_differ_only_in_the_ablated_argument():
+    for name, key, value in (
+        ("sqrt_ablation", "hessian_power", 1.0),
+        ("abs_ablation", "abs_hessian", False),
+    ):
+        _, trials = _plan(name)
+        by = {(t.variant, t.seed): t.config for t in trials}
+        for (variant, seed), cfg in by.items():
+            if variant == "sassha":
+                continue
+            ref = by[("sassha", seed)]
+            diff = {k for k in cfg if cfg[k] != ref.get(k)}
+            assert diff == {key} and cfg[key] == value
+
+
+def test_sam_vs_sassha_epochs_as_published_and_at_equal_passes():
+    _, trials = _plan("sam_vs_sassha")
+    epochs = {(t.variant, t.config["workload"]): t.config["epochs"] for t in trials}
+    assert epochs[("sam_sgd", "cifar100_resnet32")] == 160
+    assert epochs[("sassha", "cifar100_resnet32")] == 120
+    assert epochs[("sassha_160", "cifar100_resnet32")] == 160
+    assert epochs[("sassha", "cifar100_wrn28_10")] == 150
+    assert epochs[("sam_adamw", "imagenet_vit_s32")] == 180
+    assert epochs[("sassha", "imagenet_vit_s32")] == 90
+    _, eq = _plan("sam_vs_sassha", "equal_budget")
+    for t in eq:
+        # SAM: 2 passes per step; SASSHA with k = 10: 2.1. 160 * 2 / 2.1 = 152.4
+        assert t.config["epochs"] == (152 if t.variant == "sassha" else 160)
+
+
+def test_label_noise_uses_the_official_sassha_choices():
+    _, trials = _plan("label_noise")
+    got = {
+        (t.config["workload"], t.config["label_noise"]): (t.config["rho"], t.config["weight_decay"])
+        for t in trials
+        if t.variant == "sassha"
+    }
+    assert got == {
+        ("cifar10_resnet32", 0.2): (0.1, 1e-3),
+        ("cifar10_resnet32", 0.4): (0.2, 5e-4),
+        ("cifar10_resnet32", 0.6): (0.2, 5e-4),
+        ("cifar100_resnet32", 0.2): (0.1, 5e-4),
+        ("cifar100_resnet32", 0.4): (0.2, 5e-4),
+        ("cifar100_resnet32", 0.6): (0.2, 5e-4),
+    }
+    levels = {(t.variant, t.config["label_noise"]) for t in trials}
+    assert len(levels) == 7 * 3
+
+
+def test_diagnostics_switched_on_where_the_table_needs_them():
+    _, trials = _plan("sharpness")
+    assert all(t.config["diagnostics"]["sharpness"] for t in trials)
+    _, trials = _plan("hessian_sensitivity")
+    for t in trials:
+        d = t.config["diagnostics"]
+        assert d["hessian_sensitivity"] and d["hessian_difference"] and d["rho"] == 0.1
+        assert t.config["lazy_hessian"] == 10
+
+
+def test_bias_correction_arms():
+    _, trials = _plan("bias_correction")
+    assert {t.config["hessian_bias_correction"] for t in trials} == {"steps", "refreshes"}
