@@ -371,10 +371,6 @@ def _best_metrics(history: list[dict[str, float]]) -> dict[str, float]:
     return {f"best_{k}": v for k, v in best.items()}
 
 
-def _to_float(x: Any) -> float:
-    return float(x.item()) if isinstance(x, torch.Tensor) else float(x)
-
-
 # -- the trial -----------------------------------------------------------------------------------
 
 
@@ -396,12 +392,12 @@ class _Trial:
         self.hparams = optimizer_hyperparameters(config)
         self.passes_per_step = self.spec.backward_passes(self.hparams)
         self.diag = config["diagnostics"]
-
-    # state that a checkpoint restores
-    epoch = 0
-    steps = 0
-    wall_time = 0.0
-    history: list[dict[str, float]]
+        # What a checkpoint restores besides the model, optimizer, schedule and RNGs.
+        self.epoch = 0
+        self.steps = 0
+        self.wall_time = 0.0
+        self.history: list[dict[str, Any]] = []
+        self._diag_loss: BatchLoss | None = None
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         if not self.ckpt_path or not os.path.exists(self.ckpt_path):
@@ -434,14 +430,12 @@ class _Trial:
         ckpt = self.load_checkpoint()
         if ckpt is not None and ckpt.get("result") is not None:
             result = ckpt["result"]
-            ended_same = ckpt["config"]["epochs"] == self.cfg["epochs"]
-            if ended_same or result["status"] == "diverged":
+            if _ended_for(result, ckpt["config"], self.cfg):
                 self.tracker.set_tags({"status": result["status"]})
                 self.tracker.finish(result["status"])
                 return dict(result)
         self.tracker.log_params(flatten(self.cfg))
         self.tracker.set_tags({"status": "running"})
-        self.history = []
         try:
             result = self._train(ckpt)
         except Exception as exc:  # a trial records its failure; the caller decides what next
@@ -500,7 +494,7 @@ class _Trial:
 
     def _diagnostic_loss(self, device: torch.device) -> BatchLoss:
         """The fixed subset of training data the diagnostics use (first batches, unshuffled)."""
-        if getattr(self, "_diag_loss", None) is None:
+        if self._diag_loss is None:
             loader = DataLoader(
                 self.train_ds,
                 batch_size=self.cfg["batch_size"],
@@ -580,7 +574,7 @@ class _Trial:
         sum_loss = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.float64, device=device)
         bad = torch.zeros((), dtype=torch.bool, device=device)
-        count = 0
+        count, count_t = 0, None
         has_acc = False
         # Divergence is checked on the host every step on the CPU (free) and every 50 steps on an
         # accelerator, where each check is a device sync.
@@ -608,9 +602,13 @@ class _Trial:
             self.steps += 1
             loss = first["loss"].double()
             stats = first["stats"] or {}
-            n = _to_float(stats["count"]) if "count" in stats else 1.0
+            n = stats.get("count", 1)
+            if isinstance(n, torch.Tensor):  # stays on the device: no sync per step
+                count_t = n.double() if count_t is None else count_t + n.double()
+                n = n.double()
+            else:
+                count += n
             sum_loss += loss * n
-            count += n
             if "correct" in stats:
                 has_acc = True
                 correct += stats["correct"]
@@ -625,6 +623,8 @@ class _Trial:
                 break
         if stop is None and bool(bad):
             stop = "diverged"
+        if count_t is not None:
+            count += float(count_t)
         row = {"train_loss": float(sum_loss) / max(count, 1), "lr": float(lr)}
         if has_acc:
             row["train_acc"] = float(correct) / max(count, 1)
@@ -714,6 +714,22 @@ class _Trial:
         self.steps = int(ckpt["steps"])
         self.wall_time = float(ckpt["wall_time_s"])
         self.history = list(ckpt["history"])
+
+
+def _ended_for(
+    result: Mapping[str, Any], stored: Mapping[str, Any], cfg: Mapping[str, Any]
+) -> bool:
+    """Whether a stored result answers ``cfg`` as it is, or training should go on.
+
+    A diverged trial stays diverged. A trial that stopped at its time limit goes on when the limit
+    changed (the wall time counts across restarts); one stopped by the backward-pass budget
+    stopped mid-epoch and is final. Otherwise it goes on when ``epochs`` grew.
+    """
+    if result["status"] == "diverged" or result.get("stopped_by_backward_passes"):
+        return True
+    if result.get("stopped_by_time_limit") and stored["time_limit_s"] != cfg["time_limit_s"]:
+        return False
+    return stored["epochs"] == cfg["epochs"]
 
 
 def _batch_size(batch: Any) -> int:

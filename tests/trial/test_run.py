@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sassha.tracking import JsonTracker, MemoryTracker, read_json_log
-from sassha.trial import CHECKPOINT_NAME, resolve_config, run
+from sassha.trial import CHECKPOINT_NAME, optimizer_hyperparameters, resolve_config, run
 from sassha.workloads.base import ClassificationWorkload
 
 # A tenth of digits keeps each epoch to ten steps where learning is not the point.
@@ -39,7 +39,8 @@ def test_learns_digits_with_workload_defaults(optimizer):
     from sassha.optim import get_spec
 
     cfg = resolve_config({"workload": "digits_cnn", "optimizer": optimizer})
-    per_step = get_spec(optimizer).backward_passes({"lazy_hessian": cfg.get("lazy_hessian", 1)})
+    per_step = get_spec(optimizer).backward_passes(optimizer_hyperparameters(cfg))
+    assert per_step == {"sassha": 2.1, "msassha": 1.1, "adamw": 1.0}[optimizer]
     steps_per_epoch = math.ceil(1437 / cfg["batch_size"])
     assert result["steps"] == 3 * steps_per_epoch
     assert result["backward_passes"] == pytest.approx(result["steps"] * per_step)
@@ -207,14 +208,17 @@ def test_budgets_stop_early_as_finished(tmp_path):
     assert result["epochs_completed"] == 2 and "val_acc" in result
 
     log = tmp_path / "log.jsonl"
-    timed = run(
-        {**SMALL, "optimizer": "adamw", "epochs": 5, "time_limit_s": 1e-6},
-        tracker=JsonTracker(log),
-    )
+    config = {**SMALL, "optimizer": "adamw", "epochs": 4}
+    timed = run({**config, "time_limit_s": 1e-6}, tracker=JsonTracker(log), checkpoint_dir=tmp_path)
     assert timed["status"] == "finished" and timed["stopped_by_time_limit"]
     assert timed["epochs_completed"] == 1
     records = read_json_log(log)
     assert [r["type"] for r in records] == ["params", "tags", "metrics", "tags", "finish"]
+    # The same limit again: the stored result; a lifted limit: training goes on, exactly.
+    assert run({**config, "time_limit_s": 1e-6}, checkpoint_dir=tmp_path) == timed
+    lifted = run(config, checkpoint_dir=tmp_path)
+    assert lifted["epochs_completed"] == 4 and not lifted["stopped_by_time_limit"]
+    assert _same(lifted, run(config)) == {}
 
 
 def test_diagnostics_are_logged(tmp_path):
