@@ -98,14 +98,14 @@ def grad_and_hutchinson_func(
 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """Loss, gradient and Hutchinson diagonal by forward-over-reverse (``jvp`` of ``grad``).
 
-    One closure evaluation per probe; the gradient and the loss come out of the first one. The
+    One closure evaluation per probe; the gradient, the loss and the buffer updates (BatchNorm
+    statistics) come from the first one. The
     returned loss and gradient are detached.
     """
-    from torch.func import functional_call, grad_and_value, jvp
+    from torch.func import functional_call, grad, jvp
 
     names = {id(p): n for n, p in model.named_parameters()}
-    missing = [i for i, p in enumerate(params) if id(p) not in names]
-    if missing:
+    if any(id(p) not in names for p in params):
         raise ValueError(
             "hvp_method='forward_over_reverse' needs every optimized parameter to belong to "
             "model= (pass the model the closure uses, or use hvp_method='double_backward')"
@@ -113,21 +113,28 @@ def grad_and_hutchinson_func(
     keys = ["model." + names[id(p)] for p in params]
     wrapper = _ClosureModule(model, closure)
     primals = tuple(p.detach() for p in params)
+    # Buffers (BatchNorm running statistics) enter as fresh copies made inside the transform, so
+    # that their in-place updates are allowed; the updated copies come back as auxiliary outputs.
+    buffers = {"model." + n: b for n, b in model.named_buffers()}
 
-    def loss_fn(*ps: Tensor) -> Tensor:
-        return functional_call(wrapper, dict(zip(keys, ps)), (), strict=False)
+    def loss_fn(*ps: Tensor):
+        state = dict(zip(keys, ps)) | {k: b.clone() for k, b in buffers.items()}
+        loss = functional_call(wrapper, state, (), strict=False)
+        return loss, (loss, {k: state[k] for k in buffers})
 
     def grad_fn(*ps: Tensor):
-        g, loss = grad_and_value(loss_fn, argnums=tuple(range(len(ps))))(*ps)
-        return g, loss
+        g, aux = grad(loss_fn, argnums=tuple(range(len(ps))), has_aux=True)(*ps)
+        return g, aux
 
     est: list[Tensor] | None = None
     loss = grads = None
     for _ in range(n_samples):
         z = rademacher(params, generator)
-        (g, value), (hz, _) = jvp(grad_fn, primals, tuple(z))
+        g, hz, (value, new_buffers) = jvp(grad_fn, primals, tuple(z), has_aux=True)
         if grads is None:
             grads, loss = list(g), value
+            for k, b in new_buffers.items():
+                buffers[k].copy_(b)
         if est is None:
             est = torch._foreach_mul(list(hz), z)
         else:
