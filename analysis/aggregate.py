@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.load import SweepData, is_finite
+from analysis.load import SweepData, is_finite, key_value
 
 STATUS_COLUMNS = ("finished", "diverged", "failed", "running")
 
@@ -112,7 +112,7 @@ def aggregate(
     for c in by:
         if c not in frame:
             frame[c] = None
-    keys = [tuple(row) for row in frame[by].itertuples(index=False, name=None)]
+    keys = [tuple(map(key_value, row)) for row in frame[by].itertuples(index=False, name=None)]
     groups: dict[tuple, list[int]] = {}
     for i, k in zip(frame.index, keys):
         groups.setdefault(k, []).append(i)
@@ -199,7 +199,7 @@ def claims(agg: pd.DataFrame, metric: str, mode: str, by: list[str]) -> list[Cla
     if within:
         buckets: dict[tuple, list[int]] = {}
         for i, row in ok.iterrows():
-            buckets.setdefault(tuple(row[c] for c in within), []).append(i)
+            buckets.setdefault(tuple(key_value(row[c]) for c in within), []).append(i)
         parts = [(dict(zip(within, k)), ok.loc[idx]) for k, idx in buckets.items()]
     else:
         parts = [({}, ok)]

@@ -207,6 +207,13 @@ def load_sweep(
     return SweepData(sweep=sweep, runs=runs, history=hist)
 
 
+def key_value(v):
+    """A group-key value: NaN (a param a run does not have) becomes None, since NaN != NaN."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return v
+
+
 def is_finite(x) -> bool:
     try:
         return x is not None and math.isfinite(float(x))

@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from analysis.load import SweepData
+from analysis.load import SweepData, key_value
 from analysis.tables import column_label, fmt_value, is_percent, metric_label
 
 PRECOND_QUANTILES = ["precond_q05", "precond_q25", "precond_q50", "precond_q75", "precond_q95"]
@@ -55,7 +55,7 @@ def groups(data: SweepData, by: Sequence[str]) -> list[tuple[dict, pd.DataFrame]
     runs = data.runs
     out: dict[tuple, list[int]] = {}
     for i in runs.index:
-        key = tuple(runs.at[i, c] if c in runs else None for c in by)
+        key = tuple(key_value(runs.at[i, c]) if c in runs else None for c in by)
         out.setdefault(key, []).append(i)
     return [(dict(zip(by, k)), runs.loc[idx]) for k, idx in out.items()]
 

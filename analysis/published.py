@@ -21,7 +21,7 @@ from importlib import resources
 import pandas as pd
 import yaml
 
-from analysis.load import SweepData, is_finite
+from analysis.load import SweepData, is_finite, key_value
 from analysis.tables import Table, fmt_number
 
 # paper column -> (our metric, factor from our unit to the paper's)
@@ -254,7 +254,10 @@ def compare(data: SweepData, values: pd.DataFrame | None = None) -> Table | None
         for variant in _matching_variants(sel, pv.row):
             vs = sel[sel["variant"] == variant]
             keys = [
-                tuple(vs.at[i, f"params.{a}"] if f"params.{a}" in vs else None for a in axes)
+                tuple(
+                    key_value(vs.at[i, f"params.{a}"]) if f"params.{a}" in vs else None
+                    for a in axes
+                )
                 for i in vs.index
             ]
             for key in dict.fromkeys(keys):

@@ -343,9 +343,10 @@ def _trial_dir(workdir: Path, data: SweepData, h: str) -> tuple[Path, str]:
 def _landscape_figure(data, workdir, out, hashes, opts) -> Path:
     from analysis.landscape import trial_surface
 
-    surfaces = {}
+    surfaces, names = {}, []
     for h in hashes:
         path, label = _trial_dir(workdir, data, h)
+        names.append(path.name[:8])
         surfaces[label] = trial_surface(
             path,
             radius=float(opts["landscape_radius"]),
@@ -355,16 +356,17 @@ def _landscape_figure(data, workdir, out, hashes, opts) -> Path:
             seed=int(opts["hessian_seed"]),
             device=str(opts["device"]),
         )
-    name = "landscape_" + "_".join(h[:8] for h in hashes) + ".png"
+    name = "landscape_" + "_".join(names) + ".png"
     return plots.plot_loss_surface(surfaces, Path(out) / name, dpi=int(opts["dpi"]))
 
 
 def _spectrum_figure(data, workdir, out, hashes, opts) -> Path:
     from analysis.landscape import trial_spectrum
 
-    densities = {}
+    densities, names = {}, []
     for h in hashes:
         path, label = _trial_dir(workdir, data, h)
+        names.append(path.name[:8])
         densities[label] = trial_spectrum(
             path,
             m=int(opts["spectrum_steps"]),
@@ -373,7 +375,7 @@ def _spectrum_figure(data, workdir, out, hashes, opts) -> Path:
             seed=int(opts["hessian_seed"]),
             device=str(opts["device"]),
         )
-    name = "spectrum_" + "_".join(h[:8] for h in hashes) + ".png"
+    name = "spectrum_" + "_".join(names) + ".png"
     return plots.plot_spectrum(densities, Path(out) / name, dpi=int(opts["dpi"]))
 
 
