@@ -169,6 +169,8 @@ def _model_fn(task_name: str):
             # Dropout off, as in the paper's fine-tuning runs.
             hidden_dropout_prob=0.0,
             attention_probs_dropout_prob=0.0,
+            # A checkpoint fine-tuned on another task has a head of another size: start a new one.
+            ignore_mismatched_sizes=True,
         )
 
     return build
