@@ -63,3 +63,25 @@ def mlflow_runs(uri: str, experiment: str):
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None, f"no experiment {experiment}"
     return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def concurrent_writer(args: tuple[str, str, str, int, int, str]) -> str:
+    """One of many processes logging a trial's worth of metrics into one store."""
+    uri, experiment, parent, index, steps, trial_dir = args
+    from runners.tracking import MlflowTracker
+
+    tracker = MlflowTracker.for_trial(
+        uri, experiment, parent, f"hash{index:02d}", {"sweep": experiment, "seed": index}, trial_dir
+    )
+    tracker.log_params({"lr": 0.1 * index, "model": {"width": index}, "trial_dir": trial_dir})
+    for step in range(1, steps + 1):
+        tracker.log_metrics({"loss": 1.0 / step, "acc": index + step / 1000, "lr": 0.1}, step)
+    tracker.finish("finished")
+    return tracker.run_id
+
+
+def crash_or_echo(job: dict) -> dict:
+    """Stand-in trial for backend tests: ``config["crash"]`` kills the worker process."""
+    if job["config"].get("crash"):
+        os._exit(3)
+    return {"status": "finished", "value": job["config"]["x"], "pid": os.getpid()}
