@@ -86,6 +86,10 @@ class TrialDefaults:
     diagnostics: dict = field(default_factory=lambda: asdict(DiagnosticsDefaults()))
     device: str = "auto"
     num_workers: int = 0
+    # CPU threads for the trial (torch.set_num_threads, restored afterwards); None leaves torch's
+    # setting. Parallel workers sharing a machine want 1 each: oversubscribed intra-op threads
+    # can slow small models down by an order of magnitude.
+    threads: int | None = None
     model: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     pretrained_dir: str | None = None
@@ -94,7 +98,8 @@ class TrialDefaults:
 _MERGED_KEYS = ("model", "data", "diagnostics")
 # Keys that may change between a checkpoint and a restart without changing what is trained.
 _RESUMABLE_KEYS = frozenset(
-    {"epochs", "time_limit_s", "max_backward_passes", "device", "num_workers", "data_root"}
+    {"epochs", "time_limit_s", "max_backward_passes", "device", "num_workers", "threads"}
+    | {"data_root"}
     | {"pretrained_dir", "diagnostics", "eval_batch_size"}
 )
 
@@ -236,6 +241,8 @@ def _validate_trial_keys(c: dict[str, Any]) -> None:
         bad("device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
     if not _is_int(c["num_workers"]) or c["num_workers"] < 0:
         bad("num_workers", "an integer >= 0")
+    if c["threads"] is not None and (not _is_int(c["threads"]) or c["threads"] < 1):
+        bad("threads", "an integer >= 1 or null")
     for key in ("model", "data"):
         if not isinstance(c[key], Mapping):
             bad(key, "a mapping of overrides")
@@ -436,12 +443,17 @@ class _Trial:
                 return dict(result)
         self.tracker.log_params(flatten(self.cfg))
         self.tracker.set_tags({"status": "running"})
+        previous_threads = torch.get_num_threads()
         try:
+            if self.cfg["threads"] is not None:
+                torch.set_num_threads(self.cfg["threads"])
             result = self._train(ckpt)
         except Exception as exc:  # a trial records its failure; the caller decides what next
             result = self._summary("failed")
             result["error"] = f"{type(exc).__name__}: {exc}"
             result["traceback"] = traceback.format_exc()
+        finally:
+            torch.set_num_threads(previous_threads)
         self.tracker.set_tags({"status": result["status"]})
         self.tracker.finish(result["status"])
         return result

@@ -69,6 +69,7 @@ def test_nested_merges():
         ({"diagnostics": {"sharp": True}}, "unknown diagnostics key 'sharp'"),
         ({"device": "tpu"}, "device must be"),
         ({"time_limit_s": 0}, "time_limit_s must be"),
+        ({"threads": 0}, "threads must be an integer >= 1 or null"),
         ({"model": {"act": object()}}, "not JSON-serialisable"),
     ],
 )

@@ -156,11 +156,16 @@ def test_continue_with_more_epochs_equals_longer_run(tmp_path):
 
 def test_divergence_is_recorded_not_raised(tmp_path):
     tracker = MemoryTracker()
-    result = run(
-        {**SMALL, "optimizer": "sassha", "lr": 1e6, "epochs": 3},
-        tracker=tracker,
-        checkpoint_dir=tmp_path,
-    )
+    torch.set_num_threads(2)
+    try:
+        result = run(
+            {**SMALL, "optimizer": "sassha", "lr": 1e6, "epochs": 3, "threads": 1},
+            tracker=tracker,
+            checkpoint_dir=tmp_path,
+        )
+        assert torch.get_num_threads() == 2  # the trial's setting does not leak
+    finally:
+        torch.set_num_threads(1)
     assert result["status"] == "diverged"
     assert result["epochs_completed"] == 1 and result["steps"] <= 10
     loss = result["train_loss"]
