@@ -1,8 +1,10 @@
-"""Run trials on this machine: in this process (``jobs=1``) or one spawned process per trial.
+"""Run trials on this machine: in this process (``jobs=1``) or in ``jobs`` worker processes.
 
-With ``jobs > 1`` each trial gets its own process (spawn context, never fork: torch and MLflow
-hold threads and locks a fork would copy half-way). A process per trial, rather than a pool,
-means a worker that dies (segfault, out of memory, ``os._exit``) fails only its own trial.
+Workers are started with spawn, never fork (torch and MLflow hold threads and locks a fork would
+copy half-way) and each runs one trial at a time, so imports are paid once per worker. Unlike
+``concurrent.futures.ProcessPoolExecutor``, where one dead worker breaks the whole pool, a worker
+that dies (segfault, out of memory, ``os._exit``) fails only the trial it was running and is
+replaced.
 """
 
 from __future__ import annotations
@@ -21,21 +23,56 @@ def _failed(error: str) -> dict:
     return {"status": "failed", "error": error}
 
 
-def _child(fn: Callable[[Job], dict], job: Job, conn, threads: int) -> None:
+def _worker(fn: Callable[[Job], dict], conn, threads: int) -> None:
     # The driver handles Ctrl-C and terminates workers; a worker must not also print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        import torch
+    # torch reads these when it is first imported (by the trial, after this point); setting
+    # them here rather than importing torch keeps workers cheap for jobs that never use it.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        try:
+            result = fn(job)
+        except BaseException as exc:  # a crash in the harness itself, not the trial
+            result = _failed(f"{type(exc).__name__}: {exc}")
+        conn.send(result)
 
-        torch.set_num_threads(threads)
-    except ImportError:
-        pass
-    try:
-        result = fn(job)
-    except BaseException as exc:  # a crash in the harness itself, not the trial
-        result = _failed(f"{type(exc).__name__}: {exc}")
-    conn.send(result)
-    conn.close()
+
+class _Worker:
+    """One long-lived process (imports paid once) that runs one job at a time."""
+
+    def __init__(self, ctx, fn: Callable[[Job], dict], threads: int) -> None:
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_worker, args=(fn, child, threads))
+        self.proc.start()
+        child.close()
+        self.job: Job | None = None
+
+    def submit(self, job: Job) -> None:
+        self.job = job
+        self.conn.send(job)
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.proc.is_alive():
+            if self.job is None:
+                try:
+                    self.conn.send(None)
+                except (OSError, ValueError):
+                    pass
+                self.proc.join(timeout=timeout)
+            if self.proc.is_alive():
+                self.proc.terminate()
+                self.proc.join(timeout=timeout)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join()
+        self.conn.close()
 
 
 class LocalBackend(Backend):
@@ -70,40 +107,35 @@ class LocalBackend(Backend):
     def _run_processes(self, jobs: list[Job], on_result: OnResult) -> None:
         ctx = mp.get_context("spawn")
         pending = list(jobs)
-        running: dict = {}  # sentinel -> (process, conn, job)
+        workers: list[_Worker] = []
         try:
-            while pending or running:
-                while pending and len(running) < self.jobs:
-                    job = pending.pop(0)
-                    recv, send = ctx.Pipe(duplex=False)
-                    proc = ctx.Process(
-                        target=_child,
-                        args=(self.fn, job, send, self.threads),
-                        name=f"trial-{job['hash']}",
-                    )
-                    proc.start()
-                    send.close()
-                    running[proc.sentinel] = (proc, recv, job)
-                for sentinel in wait(list(running)):
-                    proc, recv, job = running.pop(sentinel)
-                    result = None
+            while pending or any(w.job is not None for w in workers):
+                for w in workers:
+                    if w.job is None and pending:
+                        w.submit(pending.pop(0))
+                while pending and len(workers) < self.jobs:
+                    w = _Worker(ctx, self.fn, self.threads)
+                    workers.append(w)
+                    w.submit(pending.pop(0))
+                busy = [w for w in workers if w.job is not None]
+                ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy]))
+                for w in busy:
+                    if w.conn not in ready and w.proc.sentinel not in ready:
+                        continue
+                    job, result = w.job, None
                     try:
-                        if recv.poll():
-                            result = recv.recv()
+                        if w.conn.poll():
+                            result = w.conn.recv()
                     except (EOFError, OSError):
                         result = None
-                    proc.join()
-                    recv.close()
+                    w.job = None
                     if result is None:
-                        result = _failed(f"worker process exited with code {proc.exitcode}")
+                        # The process died mid-trial: that trial failed; a fresh worker replaces it.
+                        w.proc.join()
+                        result = _failed(f"worker process exited with code {w.proc.exitcode}")
+                        w.stop()
+                        workers.remove(w)
                     on_result(job, result)
         finally:
-            for proc, _recv, _job in running.values():
-                if proc.is_alive():
-                    proc.terminate()
-            for proc, recv, _job in running.values():
-                proc.join(timeout=10)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join()
-                recv.close()
+            for w in workers:
+                w.stop()

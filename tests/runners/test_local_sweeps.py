@@ -110,3 +110,21 @@ def test_get_backend():
     assert get_backend("local", jobs=None).jobs == 1
     with pytest.raises(ValueError, match="unknown backend"):
         get_backend("kubernetes")
+
+
+def test_workers_are_reused_and_replaced_after_a_crash(tmp_path):
+    jobs = [
+        {"hash": f"h{i}", "config": {"x": i, "crash": i == 2}, "trial_dir": str(tmp_path / str(i))}
+        for i in range(6)
+    ]
+    order, results = [], {}
+
+    def on_result(job, result):
+        order.append(job["hash"])
+        results[job["hash"]] = result
+
+    LocalBackend(jobs=2, fn=crash_or_echo).run(jobs, on_result)
+    assert sorted(order) == [f"h{i}" for i in range(6)]
+    assert results["h2"]["status"] == "failed"
+    pids = {r["pid"] for h, r in results.items() if h != "h2"}
+    assert 2 <= len(pids) <= 3  # two workers, plus the one that replaced the crashed worker
