@@ -301,11 +301,20 @@ class _Reporter(Callback):
         self._reported: set[int] = set()
         self.callback_error: BaseException | None = None
 
+    def __getstate__(self) -> dict:
+        # Tune pickles its run config (callbacks included) into the experiment folder for a
+        # later Tuner.restore; the driver-side on_result (often holding locks or a live
+        # console) is not part of what a restore needs.
+        state = dict(self.__dict__)
+        state["_on_result"] = None
+        state["callback_error"] = None
+        return state
+
     def _emit(self, index: int, result: Result) -> None:
         if index in self._reported:
             return
         self._reported.add(index)
-        if self.callback_error is not None:
+        if self.callback_error is not None or self._on_result is None:
             return
         try:
             self._on_result(self._jobs[index], result)

@@ -145,3 +145,38 @@ def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
             return True
         time.sleep(interval)
     return predicate()
+
+
+# -- real trials through the CLI ------------------------------------------------------------------
+
+# Two one-epoch AdamW trials of a small MLP on 128 digits: real trials, but cheap ones.
+TINY_SPEC = """\
+name: tiny_backend
+workload: digits_mlp
+metric: {name: val_acc, mode: max}
+base:
+  epochs: 1
+  batch_size: 32
+  data: {num_train: 128, num_val: 64}
+variants:
+  adamw: {optimizer: adamw}
+seeds: [0, 1]
+"""
+
+
+def run_sweep_cli(tmp_path: Path, *args: str) -> tuple[int, list[dict]]:
+    """``sweep run`` on TINY_SPEC in-process (cwd = tmp_path); returns the exit code and the
+    trials' result.json contents."""
+    from runners.cli import main
+
+    spec = tmp_path / "tiny_backend.yaml"
+    spec.write_text(TINY_SPEC)
+    workdir = tmp_path / "work"
+    old = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        code = main(["run", str(spec), "--workdir", str(workdir), *args])
+    finally:
+        os.chdir(old)
+    results = [json.loads(p.read_text()) for p in sorted(workdir.glob("trials/*/result.json"))]
+    return code, results

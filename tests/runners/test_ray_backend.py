@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from backend_fixtures import RAY_SMALL, collect, make_jobs, stand_in_trial, wait_for
+from backend_fixtures import RAY_SMALL, collect, make_jobs, run_sweep_cli, stand_in_trial, wait_for
 
 ray = pytest.importorskip("ray")
 from runners.backends.ray_backend import RayBackend  # noqa: E402
@@ -138,3 +138,14 @@ def test_existing_cluster_by_address(tmp_path, ray_head, monkeypatch):
         timeout=60,
     )
     assert status.returncode == 0, status.stdout + status.stderr
+
+
+@pytest.mark.slow
+def test_cli_runs_real_trials_on_ray(tmp_path):
+    code, results = run_sweep_cli(tmp_path, "--backend", "ray", "--no-tracking")
+    assert code == 0
+    assert len(results) == 2
+    for result in results:
+        assert result["status"] == "finished"
+        assert 0.0 <= result["val_acc"] <= 1.0
+    assert not ray.is_initialized()

@@ -12,7 +12,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from backend_fixtures import collect, make_jobs, slurm, stand_in_trial, wait_for  # noqa: F401
+from backend_fixtures import (  # noqa: F401
+    collect,
+    make_jobs,
+    run_sweep_cli,
+    slurm,
+    stand_in_trial,
+    wait_for,
+)
 
 from runners.backends.submitit_backend import SubmititBackend, slurm_max_array_size
 
@@ -109,3 +116,25 @@ def test_preempted_trial_is_requeued_and_resumes(tmp_path):
     assert 2 <= result["resumed_from"] < 6
     assert json.loads(progress.read_text())["done"] == 6
     assert results["h001"]["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_cli_runs_real_trials_on_slurm(tmp_path):
+    code, results = run_sweep_cli(
+        tmp_path,
+        "--backend",
+        "submitit",
+        "--cluster",
+        "slurm",
+        "--folder",
+        str(tmp_path / "submitit"),
+    )
+    assert code == 0
+    assert len(results) == 2
+    for result in results:
+        assert result["status"] == "finished"
+        assert 0.0 <= result["val_acc"] <= 1.0
+        # Each Slurm task logged its own MLflow child run into the sweep's store.
+        assert result.get("mlflow_run_id")
+    assert (tmp_path / "mlflow.db").exists()
+    assert list((tmp_path / "submitit").glob("*/*_log.out"))

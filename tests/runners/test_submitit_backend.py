@@ -58,3 +58,15 @@ def test_local_executor_results_failures_and_logs(tmp_path):
     for job_id in backend.job_ids.values():
         assert (folder / job_id / f"{job_id}_0_log.out").exists()
     assert Path(jobs[2]["trial_dir"], "attempts").read_text() == "1"
+
+
+def test_slurm_tests_skip_locally_but_fail_under_ci(tmp_path, monkeypatch):
+    from backend_fixtures import require_slurm
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Slurm tools
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="sbatch not on PATH"):
+        require_slurm()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="required under CI=true"):
+        require_slurm()
