@@ -37,7 +37,8 @@ def _defaults():
 
 
 # Chosen on this workload so that every optimizer reaches >= 0.9 validation accuracy in the
-# default 3 epochs for seeds 0-2 (checked in tests/workloads); weight_decay in the paper's units.
+# default 3 epochs for seeds 0-2 (docs/workloads.md lists the measured accuracies; the tests
+# check SASSHA, M-SASSHA and AdamW on seed 0); weight_decay in the paper's units.
 DIGITS_OPTIMIZER_DEFAULTS = {
     "sgd": {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
     "adamw": {"lr": 0.01, "weight_decay": 5e-4},
@@ -51,6 +52,17 @@ DIGITS_OPTIMIZER_DEFAULTS = {
 }
 
 
+# Sign-based Sophia-H takes smaller steps on the MLP (no BatchNorm to absorb the scale).
+MLP_OVERRIDES = {"sophia_h": {"lr": 3e-3}}
+
+
+def _optimizers(overrides=None):
+    out = {k: dict(v) for k, v in DIGITS_OPTIMIZER_DEFAULTS.items()}
+    for name, values in (overrides or {}).items():
+        out[name].update(values)
+    return out
+
+
 def digits_workloads() -> list[ClassificationWorkload]:
     common = dict(task="classification", num_classes=10, data_fn=_digits_data)
     return [
@@ -58,7 +70,7 @@ def digits_workloads() -> list[ClassificationWorkload]:
             name="digits_cnn",
             model_fn=_cnn,
             defaults=_defaults(),
-            optimizer_defaults={k: dict(v) for k, v in DIGITS_OPTIMIZER_DEFAULTS.items()},
+            optimizer_defaults=_optimizers(),
             description="scikit-learn digits (8x8, 10 classes), 3-stage CNN with BatchNorm",
             **common,
         ),
@@ -66,7 +78,7 @@ def digits_workloads() -> list[ClassificationWorkload]:
             name="digits_mlp",
             model_fn=_mlp,
             defaults=_defaults(),
-            optimizer_defaults={k: dict(v) for k, v in DIGITS_OPTIMIZER_DEFAULTS.items()},
+            optimizer_defaults=_optimizers(MLP_OVERRIDES),
             description="scikit-learn digits (8x8, 10 classes), 2-hidden-layer ReLU MLP",
             **common,
         ),
