@@ -58,7 +58,8 @@ class DiagnosticsDefaults:
 
     sharpness: bool = False  # lambda_max, hessian_trace, worst/avg_sharpness, gen_gap at the end
     hessian_sensitivity: bool = False  # eq. (7), logged per epoch
-    hessian_difference: bool = False  # eq. (8) over the epoch's last k steps, logged per epoch
+    # eq. (8) over the epoch's last k steps (the whole epoch when it is shorter), per epoch
+    hessian_difference: bool = False
     batches: int = 4
     rho: float = 0.1  # perturbation radius of the sharpness measures and of eq. (7)
     k: int = 10  # step distance of eq. (8)
@@ -157,16 +158,12 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     opt_keys = _optimizer_keys(opt_name)
 
     trial_defaults = asdict(TrialDefaults())
-    if opt_name not in wl.optimizer_defaults:
-        known = ", ".join(sorted(wl.optimizer_defaults))
-        raise ValueError(
-            f"workload {wl.name} has no defaults for optimizer {opt_name!r} (it has: {known})"
-        )
     layers = [
         trial_defaults,
         {k: v for k, v in spec.defaults.items() if k != "seed"},
         dict(wl.defaults),
-        {k: v for k, v in wl.optimizer_defaults[opt_name].items() if k != "seed"},
+        # A workload without tuned values for this optimizer leaves the registry's defaults.
+        {k: v for k, v in wl.optimizer_defaults.get(opt_name, {}).items() if k != "seed"},
         {k: v for k, v in config.items() if k not in ("workload", "optimizer")},
     ]
     allowed = set(trial_defaults) | set(wl.defaults) | set(opt_keys)
