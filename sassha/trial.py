@@ -14,6 +14,7 @@ The optimizer's probe ``seed`` is not a key of its own: it is the trial's ``seed
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -378,10 +379,6 @@ def _best_metrics(history: list[dict[str, float]]) -> dict[str, float]:
 # -- the trial -----------------------------------------------------------------------------------
 
 
-class _Diverged(Exception):
-    pass
-
-
 class _Trial:
     def __init__(self, config: dict[str, Any], tracker, checkpoint_dir: str | None) -> None:
         self.cfg = config
@@ -404,7 +401,15 @@ class _Trial:
         self._diag_loss: BatchLoss | None = None
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        if not self.ckpt_path or not os.path.exists(self.ckpt_path):
+        if not self.ckpt_path:
+            return None
+        # A process killed while writing leaves its temporary file; the checkpoint is intact.
+        directory = os.path.dirname(self.ckpt_path)
+        for name in os.listdir(directory):
+            if name.startswith(".checkpoint-") and name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(directory, name))
+        if not os.path.exists(self.ckpt_path):
             return None
         ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
         if ckpt.get("version") != CHECKPOINT_VERSION:

@@ -136,8 +136,10 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert sorted(os.listdir(tmp_path)) == [CHECKPOINT_NAME]  # no temp file left behind
+    (tmp_path / ".checkpoint-dead.tmp").write_bytes(b"half a checkpoint")  # a death mid-write
     resumed = run(config, checkpoint_dir=tmp_path)
     assert _same(resumed, reference) == {}
+    assert sorted(os.listdir(tmp_path)) == [CHECKPOINT_NAME]
     assert resumed["lr"] == pytest.approx(0.5 * resolve_config(config)["lr"])
 
 
