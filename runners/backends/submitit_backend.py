@@ -74,15 +74,21 @@ class _TrialCall(Checkpointable):
     imports from a script folder (not an installed package) loads in the task too.
     """
 
-    def __init__(self, fn: Callable[[Job], Result]):
+    def __init__(self, fn: Callable[[Job], Result], threads: int = 1):
         import cloudpickle
 
         self._payload = cloudpickle.dumps(fn)
         self._sys_path = [p for p in sys.path if p]
+        self._threads = threads
 
     def __call__(self, job: Job) -> Result:
         import cloudpickle
 
+        # Without CPU binding (task/none, or the local executor) torch would start one thread
+        # per core in every task and oversubscribe the node; it reads these at import, which
+        # happens in the trial, after this point.
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, str(self._threads))
         for entry in self._sys_path:
             if entry not in sys.path and os.path.isdir(entry):
                 sys.path.append(entry)
@@ -292,7 +298,9 @@ class SubmititBackend(Backend):
         jobs = list(jobs)
         if not jobs:
             return
-        call = _TrialCall(self.fn if self.fn is not None else _default_fn())
+        call = _TrialCall(
+            self.fn if self.fn is not None else _default_fn(), threads=self.cpus_per_task
+        )
         executor = self._executor()
         chunk = self.array_limit() if self.cluster == "slurm" else 0
         concurrency = self._concurrency()
