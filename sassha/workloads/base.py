@@ -63,8 +63,12 @@ class RelabeledDataset(Dataset):
         return len(self.base)
 
     def __getitem__(self, index: int):
-        x = self.base[index][0]
-        return x, self.targets[index]
+        item = self.base[index]
+        if isinstance(item, Mapping):  # dict examples (GLUE): replace the "labels" entry
+            item = dict(item)
+            item["labels"] = torch.tensor(self.targets[index], dtype=item["labels"].dtype)
+            return item
+        return item[0], self.targets[index]
 
 
 def to_device(batch: Any, device: torch.device | str) -> Any:
@@ -78,7 +82,7 @@ def to_device(batch: Any, device: torch.device | str) -> Any:
     return batch
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Workload:
     """A named model + data + loss bundle with the trial defaults the paper used.
 
@@ -135,7 +139,7 @@ class _EvalMode:
         self.model.train(self.was_training)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)
 class ClassificationWorkload(Workload):
     """Cross-entropy classification on ``(inputs, labels)`` batches."""
 
@@ -176,7 +180,7 @@ class ClassificationWorkload(Workload):
         return {"val_loss": float(total_loss) / count, "val_acc": int(correct) / count}
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)
 class LanguageModelWorkload(Workload):
     """Next-token prediction on ``(tokens, next_tokens)`` blocks; reports perplexity.
 
@@ -185,6 +189,12 @@ class LanguageModelWorkload(Workload):
     """
 
     task: str = "language_model"
+
+    def build_data(self, config: Mapping[str, Any] | None = None) -> tuple[Dataset, Dataset]:
+        config = config or {}
+        if float(config.get("label_noise", 0.0) or 0.0) > 0:
+            raise ValueError(f"label_noise applies to classification workloads, not {self.name}")
+        return self.data_fn(config)
 
     def loss(self, model, batch):
         x, y = batch

@@ -84,7 +84,7 @@ def _max_length(config) -> int:
     return int(d.get("max_length", m.get("max_length", 128)))
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)
 class GlueWorkload(ClassificationWorkload):
     """A GLUE task: batches are dicts (``input_ids``, ``attention_mask``, ..., ``labels``)."""
 

@@ -233,3 +233,22 @@ def test_missing_inputs_are_one_line_errors(tmp_path, pretrained, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(ImportError, match="pip install 'sassha-sweeps\\[transformers\\]'"):
         wl.build_model({"pretrained_dir": pretrained})
+
+
+def test_label_noise_on_glue_relabels_dict_examples(tmp_path, pretrained):
+    wl = get_workload("glue_squeezebert_sst2")
+    cfg = {
+        "data_root": str(write_glue(tmp_path, "sst2")),
+        "pretrained_dir": pretrained,
+        "label_noise": 0.5,
+        "seed": 0,
+    }
+    train, val = wl.build_data(cfg)
+    assert len(train.flipped_indices) == 6
+    for i in range(len(train)):
+        item = train[i]
+        assert int(item["labels"]) == train.targets[i] and item["labels"].dtype == torch.long
+    batch = wl.collate_fn([train[i] for i in range(4)])
+    assert batch["labels"].tolist() == train.targets[:4]
+    with pytest.raises(ValueError, match="does not apply to STS-B"):
+        get_workload("glue_squeezebert_stsb").build_data({**cfg, "data_root": str(tmp_path)})

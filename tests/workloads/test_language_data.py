@@ -88,3 +88,8 @@ def test_synthetic_lm_is_learnable_structure():
     pairs = torch.stack([ids[:-1], ids[1:]], 1).unique(dim=0)
     assert pairs.shape[0] <= 64 * 4
     assert wl.build_model(cfg).tok.num_embeddings == 64
+
+
+def test_label_noise_is_rejected_for_language_models():
+    with pytest.raises(ValueError, match="label_noise applies to classification workloads"):
+        get_workload("synthetic_lm").build_data({"label_noise": 0.2})
