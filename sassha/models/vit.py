@@ -44,8 +44,10 @@ class ViT(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
-        # A zero head starts every class at equal logits (the usual ViT choice).
-        nn.init.zeros_(self.head.weight)
+        # A small random head rather than the zero head some ViT codebases use: with a zero head
+        # the body's gradient and Hessian diagonal are exactly zero at step 1, and a lazily
+        # refreshed curvature estimate would then precondition the next steps by eps alone.
+        nn.init.trunc_normal_(self.head.weight, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch(x).flatten(2).transpose(1, 2)
