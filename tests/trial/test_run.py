@@ -255,3 +255,26 @@ def test_diagnostics_are_logged(tmp_path):
     plain = run({**config, "diagnostics": {}})
     for key in ("train_loss", "val_loss", "val_acc", "update_norm"):
         assert plain[key] == result[key], key
+
+
+def test_optimizer_gets_converted_weight_decay_and_schedule_per_step(monkeypatch):
+    import sassha.trial as trial_module
+
+    seen = {}
+    real = trial_module.build_optimizer
+
+    def capture(name, params, model=None, **hparams):
+        seen.update(hparams, name=name)
+        return real(name, params, model=model, **hparams)
+
+    monkeypatch.setattr(trial_module, "build_optimizer", capture)
+    tracker = MemoryTracker()
+    config = {**SMALL, "optimizer": "sassha", "epochs": 2, "lr": 0.08, "weight_decay": 4e-4}
+    config["schedule"] = {"name": "cosine", "warmup_epochs": 1}
+    result = run({**config, "seed": 5}, tracker=tracker)
+    assert result["status"] == "finished"
+    assert seen["name"] == "sassha" and seen["lr"] == 0.08 and seen["seed"] == 5
+    assert seen["weight_decay"] == pytest.approx(4e-4 / 0.08)
+    # Ten steps an epoch: the warm-up ends on step 10, then a half cosine over steps 11-20.
+    lrs = [v for _, v in tracker.history("lr")]
+    assert lrs == pytest.approx([0.08, 0.08 * 0.5 * (1 + math.cos(math.pi * 9 / 10))])
