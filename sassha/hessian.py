@@ -25,12 +25,17 @@ from torch import Tensor
 
 __all__ = [
     "BatchLoss",
+    "dot",
+    "gradient",
     "hvp",
+    "norm",
     "power_iteration",
     "top_eigenpairs",
     "hutchinson_trace",
     "hutchinson_diagonal",
     "lanczos",
+    "random_vectors",
+    "seeded_generator",
     "slq_nodes_weights",
     "trainable_params",
 ]

@@ -147,3 +147,29 @@ def test_float32_model_and_probe_kind_error():
     assert lam == pytest.approx(eigs[eigs.abs().argmax()].item(), rel=1e-2)
     with pytest.raises(ValueError, match="rademacher"):
         H.random_vectors(params, torch.Generator(), "uniform")
+
+
+def test_batch_loss_weights_by_example_count():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2).double()
+    x, y = torch.randn(10, 3, dtype=torch.float64), torch.randint(0, 2, (10,))
+
+    def loss(m, b):
+        return nn.functional.cross_entropy(m(b[0]), b[1]), {"count": len(b[1])}
+
+    batches = [(x[:7], y[:7]), (x[7:], y[7:])]
+    weighted = H.BatchLoss(model, batches, loss, sizes=[7, 3])
+    full = nn.functional.cross_entropy(model(x), y)
+    assert weighted().item() == pytest.approx(full.item(), rel=1e-12)
+    v = [torch.ones_like(p) for p in model.parameters()]
+    whole = H.BatchLoss(model, [(x, y)], loss)
+    torch.testing.assert_close(
+        _flat(H.hvp(weighted, H.trainable_params(model), v)),
+        _flat(H.hvp(whole, H.trainable_params(model), v)),
+    )
+    value, grad = H.gradient(weighted, H.trainable_params(model))
+    assert value == pytest.approx(full.item(), rel=1e-12)
+    expected = torch.autograd.grad(full, list(model.parameters()))
+    torch.testing.assert_close(_flat(grad), _flat(expected))
+    with pytest.raises(ValueError, match="at least one batch"):
+        H.BatchLoss(model, [], loss)

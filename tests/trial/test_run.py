@@ -52,6 +52,7 @@ def test_learns_digits_with_workload_defaults(optimizer):
         assert result["precond_q05"] <= result["precond_q50"] <= result["precond_q95"]
     assert tracker.params["optimizer"] == optimizer and "schedule.name" in tracker.params
     assert tracker.status == "finished" and tracker.tags["status"] == "finished"
+    assert json.loads(json.dumps(result)) == result  # plain JSON types only
 
 
 class _CrashAt:
