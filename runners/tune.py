@@ -798,9 +798,6 @@ def _finish(spec, settings, space, study, metric, work, tracking) -> int:
         print("no trial completed; nothing to report", file=sys.stderr)
         return EXIT_FAILED
     best = study.best_trial
-    side = _read_side(work, best.number)
-    if side and "mean" not in best.user_attrs:
-        best.user_attrs.update(side)
     config = best_config(spec, settings, space, best)
     path = work / BEST_FILE
     write_best(path, spec, metric, config, best)
@@ -855,31 +852,13 @@ def _finish(spec, settings, space, study, metric, work, tracking) -> int:
 
 # ---------------------------------------------------------------- Ray Tune backend
 
-RESULTS_DIR = "tune_results"
-
-
-def _write_side(work: Path, number: int, out: Mapping[str, Any]) -> None:
-    from runners.tracking import _atomic_write
-
-    data = {k: out[k] for k in ("mean", "std", "values", "seeds") if k in out}
-    _atomic_write(work / RESULTS_DIR / f"trial-{number}.json", json.dumps(data) + "\n")
-
-
-def _read_side(work: Path, number: int) -> dict[str, Any] | None:
-    try:
-        return json.loads((work / RESULTS_DIR / f"trial-{number}.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 _NUMBER_KEY = "__optuna_trial"
 
 
 def _ray_trainable(config: dict, *, ctx: dict) -> None:
     """One Optuna point inside a Ray Tune trial: the seeds epoch by epoch, reporting the
-    seed-mean as ``seed_mean`` (what the scheduler stops on) and, at the end only,
-    ``objective`` (what OptunaSearch records: a trial stopped early has none, so Optuna stores
-    it as PRUNED rather than COMPLETE with a partial value)."""
+    seed-mean as ``objective`` after each epoch (what the scheduler stops on and OptunaSearch
+    records), and ``tune_status`` with the last report (see ``_StudySearch``)."""
     from ray import tune
 
     number = int(config.pop(_NUMBER_KEY))
@@ -888,36 +867,94 @@ def _ray_trainable(config: dict, *, ctx: dict) -> None:
     tracking = _Tracking(**ctx["tracking"]) if ctx["tracking"] else None
     params = {**ctx["fixed"], **config}
     trials = seed_trials(spec, ctx["variant"], params)
+    epochs = trials[0].config["epochs"]
     tracker = tracking.trial_tracker(number, ctx["variant"]) if tracking else None
     if tracker is not None:
         tracker.log_params(params)
-    status = "finished"
+
+    def report(mean: float, epoch: int) -> None:
+        # The last epoch is reported with the seed statistics below instead.
+        if epoch < epochs:
+            tune.report({"objective": mean, "epoch": epoch})
+
+    status = "failed"
     try:
         out = evaluate_point(
             trials,
             ctx["metric"],
             work,
-            report=lambda mean, epoch: tune.report({"seed_mean": mean, "epoch": epoch}),
+            report=report,
             trial_tracker=tracker,
             tracking=tracking,
             number=number,
         )
-    except BaseException as exc:
-        status = "diverged" if isinstance(exc, Diverged) else "failed"
-        raise
+        status = "finished"
+    except Diverged as exc:
+        status = "diverged"
+        tune.report({"tune_status": "diverged", "diverged_seeds": exc.seeds, "epoch": exc.epoch})
+        return
     finally:
         if tracker is not None:
             tracker.set_tags({"status": status})
             tracker.finish(status)
-    _write_side(work, number, out)
     tune.report(
         {
-            "seed_mean": out["mean"],
-            "epoch": len(out["curve"]) + 1,
             "objective": out["mean"],
+            "epoch": epochs,
+            "tune_status": "finished",
             "std": out["std"],
+            "values": out["values"],
+            "seeds": out["seeds"],
         }
     )
+
+
+def _study_search_class():
+    from optuna.trial import TrialState
+    from ray.tune.search.optuna import OptunaSearch
+
+    class _StudySearch(OptunaSearch):
+        """OptunaSearch that records a trial the scheduler stopped early (or that diverged)
+        as PRUNED, not COMPLETE with a partial value, and keeps the seed statistics."""
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if "objective" in result:
+                super().on_trial_result(trial_id, result)
+
+        def on_trial_complete(self, trial_id, result=None, error=False) -> None:
+            ot_trial = self._ot_trials.get(trial_id)
+            status = (result or {}).get("tune_status")
+            if ot_trial is None or error or status == "finished":
+                if ot_trial is not None and status == "finished":
+                    ot_trial.set_user_attr("status", "finished")
+                    for key in ("std", "values", "seeds"):
+                        ot_trial.set_user_attr(key, result[key])
+                    ot_trial.set_user_attr("mean", result["objective"])
+                return super().on_trial_complete(trial_id, result, error)
+            if status == "diverged":
+                ot_trial.set_user_attr("status", "diverged")
+                ot_trial.set_user_attr("diverged_seeds", result.get("diverged_seeds"))
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            self._completed_trials.add(trial_id)
+
+    return _StudySearch
+
+
+class _DefineByRun:
+    """OptunaSearch's define-by-run space; a class (not a closure) because Tune pickles the
+    searcher into its experiment checkpoints."""
+
+    def __init__(self, space) -> None:
+        self.space = space
+
+    def __call__(self, ot_trial) -> dict[str, Any]:
+        from search_spaces.optuna_space import suggest
+
+        ot_trial.set_user_attr("worker", "ray")
+        params = suggest(self.space, ot_trial)
+        fixed = self.space.fixed()
+        consts = {k: v for k, v in params.items() if k not in ot_trial.params and k not in fixed}
+        return {**consts, _NUMBER_KEY: ot_trial.number}
 
 
 def run_ray_study(spec, settings, space, metric, mode, work, store, tracking, jobs, n) -> None:
@@ -927,19 +964,11 @@ def run_ray_study(spec, settings, space, metric, mode, work, store, tracking, jo
     import ray
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
-    from search_spaces.optuna_space import suggest
 
     fixed = space.fixed()
+    define_by_run = _DefineByRun(space)
 
-    def define_by_run(ot_trial):
-        ot_trial.set_user_attr("worker", "ray")
-        params = suggest(space, ot_trial)
-        consts = {k: v for k, v in params.items() if k not in ot_trial.params and k not in fixed}
-        return {**consts, _NUMBER_KEY: ot_trial.number}
-
-    searcher = OptunaSearch(
+    searcher = _study_search_class()(
         space=define_by_run,
         metric="objective",
         mode=mode,
@@ -954,7 +983,7 @@ def run_ray_study(spec, settings, space, metric, mode, work, store, tracking, jo
     if settings.pruner == "median":
         scheduler = tune.schedulers.MedianStoppingRule(
             time_attr="epoch",
-            metric="seed_mean",
+            metric="objective",
             mode=mode,
             grace_period=max(1, settings.warmup_epochs),
             min_samples_required=max(1, settings.n_startup_trials),
@@ -962,7 +991,7 @@ def run_ray_study(spec, settings, space, metric, mode, work, store, tracking, jo
     elif settings.pruner == "hyperband":
         scheduler = tune.schedulers.ASHAScheduler(
             time_attr="epoch",
-            metric="seed_mean",
+            metric="objective",
             mode=mode,
             max_t=epochs + 1,
             grace_period=max(1, settings.warmup_epochs),
@@ -995,6 +1024,9 @@ def run_ray_study(spec, settings, space, metric, mode, work, store, tracking, jo
     trainable = tune.with_resources(
         tune.with_parameters(_ray_trainable, ctx=ctx), {"cpu": cpus, "gpu": gpus}
     )
+    # A diverged trial's last report has no `objective`; Tune must not insist on it.
+    saved = os.environ.get("TUNE_DISABLE_STRICT_METRIC_CHECKING")
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     try:
         tuner = tune.Tuner(
             trainable,
@@ -1007,7 +1039,14 @@ def run_ray_study(spec, settings, space, metric, mode, work, store, tracking, jo
                 verbose=0,
             ),
         )
-        tuner.fit()
+        from runners.backends.ray_backend import _quiet_tune
+
+        with _quiet_tune():
+            tuner.fit()
     finally:
+        if saved is None:
+            os.environ.pop("TUNE_DISABLE_STRICT_METRIC_CHECKING", None)
+        else:
+            os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = saved
         if started:
             ray.shutdown()
