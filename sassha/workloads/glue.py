@@ -204,7 +204,11 @@ def glue_workloads() -> list[GlueWorkload]:
                 data_fn=_data_fn(name),
                 collate_fn=collate_padded,
                 defaults=trial_defaults(
-                    GLUE_EPOCHS[name], 16, {"name": "constant"}, pretrained_dir=None
+                    GLUE_EPOCHS[name],
+                    16,
+                    {"name": "constant"},
+                    pretrained_dir=None,
+                    data={"max_length": 128},
                 ),
                 optimizer_defaults={k: dict(v) for k, v in GLUE_OPTIMIZERS.items()},
                 description=f"GLUE {task.folder}, pretrained SqueezeBERT, {GLUE_EPOCHS[name]} "
