@@ -129,6 +129,16 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _like(value: Any, default: Any) -> Any:
+    """``value`` with its integers made floats where ``default`` holds floats."""
+    if isinstance(default, float) and _is_int(value):
+        return float(value)
+    if isinstance(default, list | tuple) and isinstance(value, list | tuple):
+        if len(default) == len(value):
+            return [_like(v, d) for v, d in zip(value, default)]
+    return value
+
+
 def _merge_schedule(lower: Any, upper: Any) -> Any:
     if isinstance(upper, str):
         upper = {"name": upper}
@@ -193,9 +203,18 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     out["workload"] = wl.name
     out["optimizer"] = opt_name
 
+    # 1 and 1.0 are one trial: integers become floats where the default is a float, so that
+    # the config's hash does not depend on how a number was written.
+    float_keys = {k for k, v in trial_defaults.items() if isinstance(v, float)}
+    float_keys |= {"time_limit_s", "max_backward_passes"}
+    for key in opt_keys:
+        out[key] = _like(out[key], spec.defaults[key])
+    for key in float_keys:
+        out[key] = _like(out[key], 0.0)
     _validate_trial_keys(out)
     out["schedule"] = normalize_schedule(out["schedule"])
     out["diagnostics"] = _validate_diagnostics(out["diagnostics"])
+    out["diagnostics"]["rho"] = _like(out["diagnostics"]["rho"], 0.0)
     if out["eval_batch_size"] is None:
         out["eval_batch_size"] = out["batch_size"]
     hparams = {k: out[k] for k in opt_keys}

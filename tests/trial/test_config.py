@@ -42,6 +42,13 @@ def test_json_ready_and_deterministic():
     assert list(a) == sorted(a)
     # Resolving a resolved config changes nothing.
     assert resolve_config(a) == a
+    # However a number is written, it is one trial.
+    c = resolve_config({**BASE, "lr": 1, "weight_decay": 0, "betas": [0, 0.5], "max_loss": 10})
+    d = resolve_config(
+        {**BASE, "lr": 1.0, "weight_decay": 0.0, "betas": [0.0, 0.5]} | {"max_loss": 10.0}
+    )
+    assert json.dumps(c, sort_keys=True) == json.dumps(d, sort_keys=True)
+    assert isinstance(c["lr"], float) and isinstance(c["lazy_hessian"], int)
 
 
 def test_nested_merges():
