@@ -257,9 +257,13 @@ class RayBackend(Backend):
                 grid = tuner.fit()
             if client_mode:
                 reporter.report_grid(grid)
-            reporter.report_missing()
             if reporter.callback_error is not None:
                 raise reporter.callback_error
+            missing = len(jobs) - len(reporter.reported)
+            if missing:
+                # Tune returns normally after Ctrl-C; the trials it never finished have not
+                # failed, they are still to run (a rerun of the sweep picks them up).
+                raise KeyboardInterrupt(f"Ray Tune run interrupted; {missing} trial(s) did not end")
         finally:
             if started:
                 ray.shutdown()
@@ -298,7 +302,7 @@ class _Reporter(Callback):
     def __init__(self, jobs: list[Job], on_result: OnResult):
         self._jobs = jobs
         self._on_result = on_result
-        self._reported: set[int] = set()
+        self.reported: set[int] = set()
         self.callback_error: BaseException | None = None
 
     def __getstate__(self) -> dict:
@@ -311,9 +315,9 @@ class _Reporter(Callback):
         return state
 
     def _emit(self, index: int, result: Result) -> None:
-        if index in self._reported:
+        if index in self.reported:
             return
-        self._reported.add(index)
+        self.reported.add(index)
         if self.callback_error is not None or self._on_result is None:
             return
         try:
@@ -352,12 +356,3 @@ class _Reporter(Callback):
             elif not isinstance(result, dict):
                 result = {"status": "failed", "error": "the trial ended without reporting a result"}
             self._emit(index, result)
-
-    def report_missing(self) -> None:
-        """Trials Tune never finished (the run was interrupted) still get one report each."""
-        for index in range(len(self._jobs)):
-            if index not in self._reported:
-                self._emit(
-                    index,
-                    {"status": "failed", "error": "the Ray Tune run ended before this trial ran"},
-                )

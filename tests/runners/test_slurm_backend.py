@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -74,11 +75,16 @@ def test_arrays_are_chunked_to_the_size_limit(tmp_path):
 
 def _release_requeued(job_id: str) -> bool:
     """Slurm holds a requeued job about two minutes before it may start again; a test need
-    not wait that out, so once the job is back in the queue make it eligible now."""
+    not wait that out, so once the job is back in the queue make it eligible sooner.
+
+    Not at once: slurmd refuses ("Job credential revoked") a job started within the same
+    second or so as the requeue that revoked its previous instance's credential.
+    """
     out = subprocess.run(
         ["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True
     ).stdout.split()
     if out[:1] == ["PENDING"]:
+        time.sleep(3)
         subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
         return True
     return False
