@@ -1,6 +1,7 @@
 """Every spec's smoke profile runs to completion through the CLI (what CI runs on the CPU)."""
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -39,7 +40,10 @@ def test_smoke_profile_runs(name, profile, tmp_path, capsys):
             assert 0.0 <= result["val_acc"] <= 1.0
             assert result["epochs_completed"] == t.config["epochs"]
             if t.config["diagnostics"]["sharpness"]:
-                assert result["lambda_max"] > 0 and result["hessian_trace"] != 0
+                # finite, not positive: power iteration returns the eigenvalue of largest
+                # magnitude, negative at a saddle (what No-Abs can converge to)
+                for key in ("lambda_max", "hessian_trace", "worst_sharpness", "avg_sharpness"):
+                    assert math.isfinite(result[key]) and result[key] != 0
     assert code == 0, out.err[-2000:]
     allowed = {"finished", "diverged"} if name in MAY_DIVERGE else {"finished"}
     assert set(statuses.values()) <= allowed, statuses
