@@ -30,6 +30,7 @@ def test_layers_in_order_and_complete():
     assert cfg["eval_batch_size"] == cfg["batch_size"]
     assert cfg["diagnostics"]["batches"] == 4 and cfg["diagnostics"]["sharpness"] is False
     assert cfg["schedule"] == {"name": "constant"}
+    assert cfg["threads"] == 1 and cfg["device"] == "auto"
 
 
 def test_json_ready_and_deterministic():
