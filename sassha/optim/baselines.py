@@ -226,7 +226,7 @@ class SAM(torch.optim.Optimizer):
             scales.extend([s] * sum(p.requires_grad for p in g["params"]))
         saved = P.perturb_(params, grads, scales, foreach)
         with P.frozen_bn_stats(self._model), torch.enable_grad():
-            loss2 = self.base_loss = closure()
+            loss2 = closure()
             grads2 = HessianPreconditioned._grads(loss2, params, create_graph=False)
         P.restore_(params, saved, foreach)
         for p, g in zip(params, grads2):

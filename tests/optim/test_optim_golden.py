@@ -102,3 +102,30 @@ def test_refresh_count_bias_correction():
     assert not torch.allclose(rec["x"][-1], rec_steps["x"][-1])
     # the first step is identical: one refresh = one step
     assert torch.equal(rec["x"][0], rec_steps["x"][0])
+
+
+def test_graph_only_on_refresh_steps(monkeypatch):
+    from sassha.optim.sassha import HessianPreconditioned
+
+    flags = []
+    real = HessianPreconditioned._grads
+
+    def recording(loss, params, create_graph):
+        flags.append(create_graph)
+        return real(loss, params, create_graph)
+
+    monkeypatch.setattr(HessianPreconditioned, "_grads", staticmethod(recording))
+    run_golden("P2", "flat", "C2", torch.float64)  # k = 3, two passes per step
+    steps = golden()["steps"]
+    want = []
+    for t in range(1, steps + 1):
+        want += [False, (t - 1) % 3 == 0]
+    assert flags == want
+
+
+def test_no_abs_with_square_root_stays_finite():
+    """Signed power: sign(D)|D|^0.5 instead of NaN where the EMA of raw estimates is negative."""
+    rec, opt, params = run_golden("P2", "flat", "C6", torch.float64, hessian_power=0.5)
+    d = opt.state[params[0]]["exp_hessian_diag"]
+    assert (d < 0).any()  # the ablation really sees negative curvature
+    assert all(torch.isfinite(x).all() for x in rec["x"])
