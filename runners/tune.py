@@ -442,7 +442,7 @@ def _make_sampler(settings: TuneSettings, space):
         return optuna.samplers.RandomSampler(seed=settings.seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(
-            seed=settings.seed, n_startup_trials=min(settings.n_startup_trials, 1) or 1
+            seed=settings.seed, n_startup_trials=settings.n_startup_trials
         )
     if name == "grid":
         return optuna.samplers.GridSampler(

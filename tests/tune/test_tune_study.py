@@ -171,3 +171,51 @@ def test_spec_without_tune_block_is_refused(tmp_path):
     spec.write_text("name: plain\nworkload: digits_mlp\nvariants: {sgd: {optimizer: sgd}}\n")
     with pytest.raises(SpecError, match="has no `tune:` block"):
         run_tune(spec, tracking_uri="none", workdir=tmp_path / "w")
+
+
+def test_samplers_pruners_and_cosine_horizon(tmp_path):
+    from optuna import pruners, samplers
+
+    from runners.tune import _make_pruner, _make_sampler, parse_tune, seed_trials
+    from search_spaces import parse_space
+
+    spec_path = write_spec(
+        tmp_path,
+        "space: {lr: {loguniform: [1.0e-3, 1.0]}}\n",
+        epochs=5,
+    )
+    spec = load_spec(spec_path)
+    settings = parse_tune(spec)
+    assert (settings.sampler, settings.pruner, settings.n_trials) == ("tpe", "median", 20)
+    space = parse_space({"lr": {"loguniform": [1e-3, 1.0]}, "momentum": {"grid": [0.8, 0.9]}})
+    expected = {
+        "tpe": samplers.TPESampler,
+        "random": samplers.RandomSampler,
+        "cmaes": samplers.CmaEsSampler,
+    }
+    for name, cls in expected.items():
+        settings.sampler = name
+        assert isinstance(_make_sampler(settings, space), cls)
+    settings.sampler, settings.grid_points = "grid", 3
+    assert isinstance(_make_sampler(settings, space), samplers.GridSampler)
+    for name, cls in (
+        ("median", pruners.MedianPruner),
+        ("hyperband", pruners.HyperbandPruner),
+        ("none", pruners.NopPruner),
+    ):
+        settings.pruner = name
+        assert isinstance(_make_pruner(settings, 5), cls)
+    # Seeds advance one epoch per call; a cosine horizon must stay the full budget.
+    cosine = write_spec(
+        tmp_path,
+        "space: {lr: {loguniform: [1.0e-3, 1.0]}}\n",
+        epochs=5,
+        name="cosine",
+    )
+    text = cosine.read_text().replace(
+        "model: {width: 32}}", "model: {width: 32}, schedule: {name: cosine}}"
+    )
+    cosine.write_text(text)
+    trials = seed_trials(load_spec(cosine), "sgd", {"lr": 0.1})
+    assert [t.seed for t in trials] == [0, 1]
+    assert all(t.config["schedule"]["total_epochs"] == 5 and t.config["lr"] == 0.1 for t in trials)
