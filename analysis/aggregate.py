@@ -169,10 +169,16 @@ class Claim:
     p_value: float
 
     def describe(self, label=str, fmt=lambda x: f"{x:.4g}") -> str:
+        def show(v) -> str:
+            return f"{v:g}" if isinstance(v, float) else str(v)
+
         def name(d: dict) -> str:
-            if list(d) == ["variant"]:
-                return str(d["variant"])
-            return ", ".join(f"{label(k)}={v}" for k, v in d.items())
+            d = {k: key_value(v) for k, v in d.items() if key_value(v) is not None}
+            head = str(d.pop("variant")) if "variant" in d else ""
+            rest = ", ".join(f"{label(k)}={show(v)}" for k, v in d.items())
+            if head and rest:
+                return f"{head} ({rest})"
+            return head or rest
 
         where, win, run = name(self.setting), name(self.winner), name(self.runner_up)
         p = "n/a (needs >= 2 seeds each)" if math.isnan(self.p_value) else f"{self.p_value:.3g}"
@@ -184,41 +190,60 @@ class Claim:
         )
 
 
+def _claim(setting, w, r, metric, compare) -> Claim:
+    return Claim(
+        setting=setting,
+        winner={c: w[c] for c in compare},
+        runner_up={c: r[c] for c in compare},
+        metric=metric,
+        winner_mean=float(w[f"{metric}_mean"]),
+        runner_up_mean=float(r[f"{metric}_mean"]),
+        n_winner=int(w[f"{metric}_n"]),
+        n_runner_up=int(r[f"{metric}_n"]),
+        p_value=welch_p(w[f"{metric}_values"], r[f"{metric}_values"]),
+    )
+
+
 def claims(agg: pd.DataFrame, metric: str, mode: str, by: list[str]) -> list[Claim]:
     """Best vs runner-up with Welch's p over seeds.
 
-    With several variants the comparison is between variants within each setting of the other
-    group columns (workload, axis values); with one variant it is between the settings.
+    The first claim is the headline: each variant at its best setting, the best variant against
+    the runner-up variant (with one variant: its best setting against the second best). Then,
+    with several variants, one claim per setting of the other group columns (workload, axis
+    values) where at least two variants ran: the best variant there against the runner-up.
     """
     if agg.empty or f"{metric}_mean" not in agg:
         return []
-    compare = ["variant"] if "variant" in by and agg["variant"].nunique() > 1 else list(by)
-    within = [c for c in by if c not in compare]
     ok = agg[agg[f"{metric}_n"] > 0]
+    ascending = mode != "max"
     out: list[Claim] = []
-    if within:
-        buckets: dict[tuple, list[int]] = {}
-        for i, row in ok.iterrows():
-            buckets.setdefault(tuple(key_value(row[c]) for c in within), []).append(i)
-        parts = [(dict(zip(within, k)), ok.loc[idx]) for k, idx in buckets.items()]
-    else:
-        parts = [({}, ok)]
-    for setting, sub in parts:
+    several = "variant" in by and ok["variant"].nunique() > 1
+    # Across workloads a best cell is meaningless (accuracies of different tasks).
+    if several and "workload" not in by:
+        best_each = (
+            ok.sort_values(f"{metric}_mean", ascending=ascending)
+            .groupby("variant", sort=False)
+            .head(1)
+        )
+        if len(best_each) >= 2:
+            w, r = best_each.iloc[0], best_each.iloc[1]
+            out.append(_claim({}, w, r, metric, list(by)))
+    elif not several:
+        ranked = ok.sort_values(f"{metric}_mean", ascending=ascending)
+        if len(ranked) >= 2:
+            out.append(_claim({}, ranked.iloc[0], ranked.iloc[1], metric, list(by)))
+        return out
+    within = [c for c in by if c != "variant"]
+    buckets: dict[tuple, list[int]] = {}
+    for i, row in ok.iterrows():
+        buckets.setdefault(tuple(key_value(row[c]) for c in within), []).append(i)
+    if len(buckets) < 2 and out:
+        return out  # one setting only: the headline already says it
+    for key, idx in buckets.items():
+        sub = ok.loc[idx]
         if len(sub) < 2:
             continue
-        ranked = sub.sort_values(f"{metric}_mean", ascending=(mode != "max"))
-        w, r = ranked.iloc[0], ranked.iloc[1]
-        out.append(
-            Claim(
-                setting=setting,
-                winner={c: w[c] for c in compare},
-                runner_up={c: r[c] for c in compare},
-                metric=metric,
-                winner_mean=float(w[f"{metric}_mean"]),
-                runner_up_mean=float(r[f"{metric}_mean"]),
-                n_winner=int(w[f"{metric}_n"]),
-                n_runner_up=int(r[f"{metric}_n"]),
-                p_value=welch_p(w[f"{metric}_values"], r[f"{metric}_values"]),
-            )
-        )
+        ranked = sub.sort_values(f"{metric}_mean", ascending=ascending)
+        setting = {c: v for c, v in zip(within, key)}
+        out.append(_claim(setting, ranked.iloc[0], ranked.iloc[1], metric, ["variant"]))
     return out

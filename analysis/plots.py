@@ -43,6 +43,8 @@ def _color(i: int) -> str:
 def group_label(key: dict) -> str:
     parts = []
     for c, v in key.items():
+        if v is None:
+            continue  # an axis this group's optimizer does not take
         if c == "variant":
             parts.insert(0, str(v))
         else:
@@ -66,7 +68,9 @@ def _band(ax, curve: pd.DataFrame, hashes, color, label, scale=1.0) -> bool:
         return False
     sub = curve[cols].astype(float) * scale
     mean = sub.mean(axis=1)
-    ax.plot(sub.index, mean, color=color, label=f"{label} (n={len(cols)})")
+    # Markers keep short curves (a smoke run's single epoch) visible.
+    marker = "o" if len(sub.index) <= 30 else None
+    ax.plot(sub.index, mean, color=color, marker=marker, ms=3, label=f"{label} (n={len(cols)})")
     if len(cols) > 1:
         std = sub.std(axis=1, ddof=1)
         ax.fill_between(sub.index, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)

@@ -97,9 +97,14 @@ def test_welch_p_matches_the_formula():
 
 def test_claims_best_vs_runner_up(sweep):
     agg = aggregate(sweep, ["val_acc"])
-    out = claims(agg, "val_acc", "max", ["variant", "params.k"])
-    assert len(out) == 1  # only k=10 has two variants
-    c = out[0]
+    head, *rest = claims(agg, "val_acc", "max", ["variant", "params.k"])
+    # Headline: each variant at its best setting (a: k=1 with one seed, b: k=10).
+    assert head.winner == {"variant": "a", "params.k": 1}
+    assert head.runner_up == {"variant": "b", "params.k": 10}
+    assert math.isnan(head.p_value)
+    assert "p = n/a" in head.describe(lambda k: k.split(".")[-1])
+    assert len(rest) == 1  # only k=10 has two variants
+    c = rest[0]
     assert (c.winner, c.runner_up, c.setting) == (
         {"variant": "a"},
         {"variant": "b"},
@@ -107,7 +112,8 @@ def test_claims_best_vs_runner_up(sweep):
     )
     assert c.p_value == pytest.approx(welch_p(A, B))
     text = c.describe(lambda k: k.split(".")[-1])
-    assert "a beats b" in text and "k=10" in text and "p = " in text
+    assert text.startswith("[k=10] a beats b on val_acc: 0.72 (n=3) vs 0.63 (n=2)")
+    assert f"p = {welch_p(A, B):.3g}" in text
 
 
 @pytest.mark.parametrize(
