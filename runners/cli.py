@@ -565,6 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tracking-uri", help="MLflow store (default sqlite:///./mlflow.db)")
     sp.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     sp.add_argument("--retry-failed", action="store_true", help="also rerun failed trials")
+    sp.add_argument(
+        "--threads-per-trial", type=int, help="torch threads per trial (local; default cores/jobs)"
+    )
     ray = sp.add_argument_group("ray backend")
     ray.add_argument("--address", help="Ray cluster address ('auto' = an existing cluster)")
     ray.add_argument("--cpus-per-trial", type=float)
@@ -617,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        for key in ("jobs", "n_trials"):
+        for key in ("jobs", "n_trials", "threads_per_trial"):
             value = getattr(args, key, None)
             if value is not None and value < 1:
                 raise UsageError(f"sweep: --{key.replace('_', '-')} must be >= 1 (got {value})")

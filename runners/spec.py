@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from runners.yamlio import LineDict, LineList, Pos, YamlError, load_yaml
 
 BACKEND_OPTIONS = {
-    "local": ("jobs",),
+    "local": ("jobs", "threads_per_trial"),
     "ray": ("address", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "max_failures"),
     "submitit": (
         "folder",
@@ -103,6 +103,7 @@ class TrackingModel(_Strict):
 class BackendModel(_Strict):
     name: Literal["local", "ray", "submitit"] = "local"
     jobs: int = Field(default=1, ge=1)
+    threads_per_trial: int | None = Field(default=None, ge=1)
     address: str | None = None
     cpus_per_trial: float | None = Field(default=None, gt=0)
     gpus_per_trial: float | None = Field(default=None, ge=0)

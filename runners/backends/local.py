@@ -91,18 +91,34 @@ class LocalBackend(Backend):
         self.jobs = jobs
         self.fn = fn or execute_trial
         cpus = os.cpu_count() or 1
+        # Small models on an oversubscribed CPU run many times slower with several intra-op
+        # threads each (they spin waiting for each other), so workers split the cores.
+        self.explicit_threads = threads_per_trial is not None
         self.threads = threads_per_trial or max(1, cpus // jobs)
 
     def run(self, jobs: list[Job], on_result: OnResult) -> None:
         if self.jobs == 1:
-            for job in jobs:
+            if self.explicit_threads:
+                import torch
+
+                previous = torch.get_num_threads()
+                torch.set_num_threads(self.threads)
                 try:
-                    result = self.fn(job)
-                except Exception as exc:
-                    result = _failed(f"{type(exc).__name__}: {exc}")
-                on_result(job, result)
+                    self._run_inline(jobs, on_result)
+                finally:
+                    torch.set_num_threads(previous)
+            else:
+                self._run_inline(jobs, on_result)
             return
         self._run_processes(jobs, on_result)
+
+    def _run_inline(self, jobs: list[Job], on_result: OnResult) -> None:
+        for job in jobs:
+            try:
+                result = self.fn(job)
+            except Exception as exc:
+                result = _failed(f"{type(exc).__name__}: {exc}")
+            on_result(job, result)
 
     def _run_processes(self, jobs: list[Job], on_result: OnResult) -> None:
         ctx = mp.get_context("spawn")

@@ -24,6 +24,7 @@ variants:
   sassha: {optimizer: sassha, lazy_hessian: 2}
   adamw: {optimizer: adamw}
 seeds: [0, 1]
+backend: {name: local, threads_per_trial: 1}
 """
 
 
