@@ -176,12 +176,13 @@ class RayBackend(Backend):
             ray.init(**kwargs)
         except ConnectionError as exc:
             hint = ""
-            if "RAY_AUTH_MODE" not in os.environ and self.address not in (None, "auto"):
-                # Ray sends its auth token to an explicit host:port only when asked to.
+            if "RAY_AUTH_MODE" not in os.environ:
+                # Ray sends its auth token to an explicit host:port (or RAY_ADDRESS) only
+                # when asked to.
                 hint = (
-                    "; if the cluster uses token authentication (Ray's default), set "
-                    "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or ~/.ray/auth_token), or use "
-                    "address='auto' with RAY_ADDRESS"
+                    "; if the cluster uses token authentication (Ray's default), start with "
+                    "RAY_AUTH_MODE=token in the environment and its token in RAY_AUTH_TOKEN "
+                    "or ~/.ray/auth_token"
                 )
             raise ConnectionError(
                 f"cannot connect to the Ray cluster at {self.address!r}: {exc}{hint}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from backend_fixtures import RAY_SMALL, collect, make_jobs, run_sweep_cli, stand_in_trial, wait_for
+from backend_fixtures import RAY_SMALL, collect, make_jobs, stand_in_trial, wait_for
 
 ray = pytest.importorskip("ray")
 from runners.backends.ray_backend import RayBackend  # noqa: E402
@@ -108,44 +109,65 @@ def ray_head(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
 
 
-def test_existing_cluster_by_address(tmp_path, ray_head, monkeypatch):
-    address, head = ray_head
-    # Ray's own convention for "that cluster": RAY_ADDRESS plus address='auto', which also
-    # picks up the cluster's auth token.
-    monkeypatch.setenv("RAY_ADDRESS", address)
-    jobs = make_jobs(tmp_path, ["ok", "raise"])
-    backend = RayBackend(address="auto", fn=stand_in_trial, storage_path=tmp_path / "storage")
-    results = collect(backend, jobs)
+# Runs in a fresh interpreter: Ray reads RAY_AUTH_MODE once per process, and a user attaching
+# to a token-protected cluster by host:port sets it in the environment before starting.
+_DRIVER = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from backend_fixtures import collect, make_jobs, run_sweep_cli, stand_in_trial
+from pathlib import Path
+import ray
+from runners.backends.ray_backend import RayBackend
 
-    assert results["h000"]["status"] == "finished" and results["h000"]["value"] == 0
-    assert results["h001"]["status"] == "failed"
-    assert "ValueError: bad trial 1" in results["h001"]["error"]
-    # Trials ran in the head's workers, not in this process.
-    assert results["h000"]["pid"] != os.getpid()
-    # The backend disconnected but left the cluster it did not start running.
-    assert not ray.is_initialized()
-    assert head.poll() is None
-    status = subprocess.run(
-        [sys.executable, "-m", "ray.scripts.scripts", "status", f"--address={address}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert status.returncode == 0, status.stdout + status.stderr
+tmp = Path(sys.argv[2])
+jobs = make_jobs(tmp, ["ok", "raise"])
+backend = RayBackend(address=sys.argv[3], fn=stand_in_trial, storage_path=tmp / "storage")
+results = collect(backend, jobs)
+out = {"results": results, "driver_pid": os.getpid(), "initialized": ray.is_initialized()}
+code, trials = run_sweep_cli(
+    tmp, "--backend", "ray", "--address", sys.argv[3], "--no-tracking"
+)
+out.update(cli_code=code, trials=trials, initialized_after_cli=ray.is_initialized())
+print("RESULT " + json.dumps(out))
+"""
 
 
 @pytest.mark.slow
-def test_cli_runs_real_trials_on_ray(tmp_path):
-    code, results = run_sweep_cli(tmp_path, "--backend", "ray", "--no-tracking")
-    assert code == 0
-    assert len(results) == 2
-    for result in results:
+def test_existing_cluster_by_address_and_cli(tmp_path, ray_head):
+    address, head = ray_head
+    env = dict(os.environ, RAY_AUTH_MODE="token")
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", _DRIVER, str(Path(__file__).parent), str(tmp_path), address],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=env,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = json.loads(lines[-1][len("RESULT ") :])
+
+    results = out["results"]
+    assert results["h000"]["status"] == "finished" and results["h000"]["value"] == 0
+    assert results["h001"]["status"] == "failed"
+    assert "ValueError: bad trial 1" in results["h001"]["error"]
+    # Trials ran in the head's workers, not in the driver.
+    assert results["h000"]["pid"] != out["driver_pid"]
+    # The backend disconnected but left the cluster it did not start running ...
+    assert not out["initialized"]
+    # ... so real trials through the CLI (`sweep run SPEC --backend ray --address HOST:PORT`)
+    # ran on it afterwards.
+    assert out["cli_code"] == 0
+    assert len(out["trials"]) == 2
+    for result in out["trials"]:
         assert result["status"] == "finished"
         assert 0.0 <= result["val_acc"] <= 1.0
-    assert not ray.is_initialized()
+    assert not out["initialized_after_cli"]
+    assert head.poll() is None
