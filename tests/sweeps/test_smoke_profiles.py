@@ -47,6 +47,15 @@ def test_smoke_profile_runs(name, profile, tmp_path, capsys):
     assert code == 0, out.err[-2000:]
     allowed = {"finished", "diverged"} if name in MAY_DIVERGE else {"finished"}
     assert set(statuses.values()) <= allowed, statuses
+    # `sweep status` counts divergences as such (the square-root ablation expects some).
+    capsys.readouterr()
+    assert main(["status", str(path), "-p", profile, "--workdir", str(tmp_path), "--json"]) == 0
+    states = {row["hash"]: row["state"] for row in json.loads(capsys.readouterr().out)}
+    for h, status in statuses.items():
+        assert (states[h] == "diverged") == (status == "diverged")
+    if name == "sqrt_ablation":
+        # SASSHA itself must not diverge where No-Sqrt may (Figure 4).
+        assert all(statuses[t.hash] == "finished" for t in trials if t.variant == "sassha")
     # A rerun finds every trial ended and trains nothing.
     assert main(["run", str(path), "-p", profile, "--workdir", str(tmp_path), "--no-tracking"]) == 0
     with capsys.disabled():
