@@ -368,8 +368,8 @@ def cmd_run(args) -> int:
         return EXIT_FAILED if failed else EXIT_OK
     try:
         backend = get_backend(name, **options)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"backend {name}: {exc}") from None
+    except (TypeError, ValueError, ImportError) as exc:
+        raise UsageError(f"sweep: backend {name}: {exc}") from None
 
     uri = None if args.no_tracking else _tracking_uri(spec, args.tracking_uri)
     parent_id = None
@@ -381,17 +381,21 @@ def cmd_run(args) -> int:
 
         sha = git_sha()
         tags_common["git_sha"] = sha
-        _, parent_id = ensure_parent_run(
-            uri,
-            spec.experiment,
-            spec.sweep_name,
-            tags={
-                "spec_path": str(Path(spec.path).resolve()),
-                "profile": spec.profile,
-                "git_sha": sha,
-                "metric": metric,
-            },
-        )
+        try:
+            _, parent_id = ensure_parent_run(
+                uri,
+                spec.experiment,
+                spec.sweep_name,
+                tags={
+                    "spec_path": str(Path(spec.path).resolve()),
+                    "profile": spec.profile,
+                    "git_sha": sha,
+                    "metric": metric,
+                },
+            )
+        except Exception as exc:
+            text = " ".join(str(exc).split())[:300]
+            raise UsageError(f"sweep: tracking store {uri} unusable: {text}") from None
     jobs = []
     for t in todo:
         tags = {
