@@ -171,3 +171,14 @@ def test_existing_cluster_by_address_and_cli(tmp_path, ray_head):
         assert 0.0 <= result["val_acc"] <= 1.0
     assert not out["initialized_after_cli"]
     assert head.poll() is None
+
+
+def test_refuses_trials_larger_than_the_cluster(monkeypatch):
+    # Tune would wait forever for a trial no node can hold; a cluster the backend started
+    # itself cannot grow, so the run is refused up front with the numbers.
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    with pytest.raises(ValueError, match="asks for 1 GPU but the Ray cluster has 0 GPU"):
+        RayBackend(gpus_per_trial=1)._check_resources()
+    with pytest.raises(ValueError, match="asks for 4 CPU but the Ray cluster has 2 CPU"):
+        RayBackend(cpus_per_trial=4)._check_resources()
+    RayBackend(cpus_per_trial=2)._check_resources()
