@@ -48,9 +48,54 @@ if [[ "$(id -u)" -ne 0 ]]; then
     die "must run as root (installs slurm-wlm/munge and starts their daemons)"
 fi
 
+# --- slurm.conf -------------------------------------------------------------------------------
+NEW_CONF="$(mktemp)"
+trap 'rm -f "$NEW_CONF"' EXIT
+render_conf() {
+    local cpus mem_mb
+    cpus="$(nproc)"
+    # RealMemory must not exceed what slurmd detects or the node is drained as "Low RealMemory";
+    # leave 10% headroom for the daemons.
+    mem_mb="$(awk '/^MemTotal:/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)"
+    cat >"$NEW_CONF" <<EOF
+# Single-node Slurm for tests and CI, written by .ci/services-up.sh.
+ClusterName=ci
+SlurmctldHost=${HOST}(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+MpiDefault=none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+StateSaveLocation=${STATE_DIR}
+SlurmdSpoolDir=${SPOOL_DIR}
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+SlurmctldLogFile=${LOG_DIR}/slurmctld.log
+SlurmdLogFile=${LOG_DIR}/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+JobCompType=jobcomp/none
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+# Short timeouts so a test that cancels or requeues a job does not wait on defaults meant
+# for large clusters.
+KillWait=5
+MinJobAge=60
+SchedulerParameters=batch_sched_delay=0
+MaxArraySize=1001
+NodeName=${HOST} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem_mb} State=UNKNOWN
+PartitionName=debug Nodes=${HOST} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+EOF
+}
+render_conf
+
 # Fast path: everything is already up.
 if command -v sinfo >/dev/null 2>&1 && is_running slurmctld && is_running slurmd \
-    && node_usable; then
+    && cmp -s "$NEW_CONF" "$CONF" && node_usable; then
     say "Slurm already up: node $HOST is $(node_state)"
     exit 0
 fi
@@ -87,61 +132,20 @@ for _ in $(seq 1 50); do
 done
 munge -n 2>/dev/null | unmunge >/dev/null 2>&1 || die "munge credential round trip failed"
 
-# --- slurm.conf -------------------------------------------------------------------------------
-CPUS="$(nproc)"
-# RealMemory must not exceed what slurmd detects or the node is drained as "Low RealMemory";
-# leave 10% headroom for the daemons.
-MEM_MB="$(awk '/^MemTotal:/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)"
 install -d -m 0755 "$(dirname "$CONF")" "$LOG_DIR" "$STATE_DIR" "$SPOOL_DIR"
-
-NEW_CONF="$(mktemp)"
-cat >"$NEW_CONF" <<EOF
-# Single-node Slurm for tests and CI, written by .ci/services-up.sh.
-ClusterName=ci
-SlurmctldHost=${HOST}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-MpiDefault=none
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-ReturnToService=2
-StateSaveLocation=${STATE_DIR}
-SlurmdSpoolDir=${SPOOL_DIR}
-SlurmctldPidFile=/run/slurmctld.pid
-SlurmdPidFile=/run/slurmd.pid
-SlurmctldLogFile=${LOG_DIR}/slurmctld.log
-SlurmdLogFile=${LOG_DIR}/slurmd.log
-SlurmctldDebug=info
-SlurmdDebug=info
-JobCompType=jobcomp/none
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-# Short timeouts so a test that cancels or requeues a job does not wait on defaults meant
-# for large clusters.
-KillWait=5
-MinJobAge=60
-SchedulerParameters=batch_sched_delay=0
-MaxArraySize=1001
-NodeName=${HOST} NodeAddr=127.0.0.1 CPUs=${CPUS} RealMemory=${MEM_MB} State=UNKNOWN
-PartitionName=debug Nodes=${HOST} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
-EOF
-
 CONF_CHANGED=0
 if [[ ! -f "$CONF" ]] || ! cmp -s "$NEW_CONF" "$CONF"; then
     install -m 0644 "$NEW_CONF" "$CONF"
     CONF_CHANGED=1
-    say "wrote $CONF (node $HOST, $CPUS CPUs, ${MEM_MB} MB)"
+    say "wrote $CONF for node $HOST"
 fi
-rm -f "$NEW_CONF"
 
 # --- daemons ----------------------------------------------------------------------------------
 if [[ "$CONF_CHANGED" -eq 1 ]] && is_running slurmctld; then
     say "config changed: restarting Slurm daemons"
-    pkill -x slurmd || true
-    pkill -x slurmctld || true
+    for pidfile in /run/slurmd.pid /run/slurmctld.pid; do
+        if [[ -s "$pidfile" ]]; then kill "$(cat "$pidfile")" 2>/dev/null || true; fi
+    done
     for _ in $(seq 1 50); do
         if ! is_running slurmctld && ! is_running slurmd; then break; fi
         sleep 0.1
