@@ -31,6 +31,31 @@ def group_columns(data: SweepData) -> list[str]:
     return cols
 
 
+def effective_axes(data: SweepData) -> list[str]:
+    """The swept axes that are not determined by the others, workload excluded.
+
+    A zip axis that only carries per-setting hyperparameters (the paper's per-workload ``rho``
+    or ``lr`` zipped with ``workload`` and ``label_noise``) adds no cell of its own: an axis is
+    kept when it splits some (variant, workload, kept axes) group into several.
+    """
+    runs = data.runs
+    if runs.empty:
+        return []
+
+    def n_groups(cols: list[str]) -> int:
+        keys = ["variant", "workload", *(f"params.{c}" for c in cols)]
+        present = [k for k in keys if k in runs]
+        return len({tuple(map(key_value, row)) for row in runs[present].itertuples(index=False)})
+
+    kept: list[str] = []
+    for axis in data.axes:
+        if axis == "workload" or f"params.{axis}" not in runs:
+            continue
+        if n_groups([*kept, axis]) > n_groups(kept):
+            kept.append(axis)
+    return kept
+
+
 def sort_key(value):
     """Orders numbers numerically, then strings, then missing values (None/NaN)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import plots
-from analysis.aggregate import aggregate, claims, group_columns, trial_values
+from analysis.aggregate import aggregate, claims, effective_axes, group_columns, trial_values
 from analysis.load import SweepData, load_sweep, subset
 from analysis.tables import (
     SHARPNESS_METRICS,
@@ -140,7 +140,7 @@ def _wanted_tables(option, data: SweepData, *, budget: bool) -> list[str]:
     if "auto" not in option:
         return option
     runs = data.runs
-    axes = [a for a in data.axes if a != "workload"]
+    axes = effective_axes(data)
     out = ["generic"]
     if not axes:
         out.append("accuracy")
@@ -285,7 +285,7 @@ def _figures(data: SweepData, out: Path, *, metric, mode, by, agg_kw, dpi) -> li
     for w in workloads:
         part = subset(data, data.runs["workload"] == w) if several else data
         suffix = f"_{w}" if several else ""
-        curve_by = [c for c in by if c != "workload"]
+        curve_by = ["variant", *(f"params.{a}" for a in effective_axes(part))]
         metrics = [metric] + [m for m in ("val_loss", "train_loss") if m != metric]
         figs.append(
             plots.plot_learning_curves(
@@ -301,14 +301,12 @@ def _figures(data: SweepData, out: Path, *, metric, mode, by, agg_kw, dpi) -> li
         figs.append(
             plots.plot_hessian_change(part, out / f"hessian_change{suffix}.png", curve_by, dpi=dpi)
         )
-        for axis in part.axes:
+        for axis in effective_axes(part):
             col = f"params.{axis}"
-            if axis == "workload" or col not in part.runs:
-                continue
             numeric = {v for v in part.runs[col] if plots._numeric(v)}
             if len(numeric) < 2:
                 continue
-            others = [c for c in curve_by if c not in ("variant", col)]
+            others = [f"params.{a}" for a in effective_axes(part) if a != axis]
             agg = aggregate(part, [metric], by=["variant", *others, col], **agg_kw)
             if others:
                 agg["variant"] = [
@@ -390,6 +388,12 @@ def check_options(options: dict, where: str = "option") -> dict:
         if value is None:
             continue
         types, _ = OPTIONS[key]
+        if (
+            key in ("landscape", "spectrum")
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+        ):
+            value = str(value)  # a digits-only hash that YAML read as a number
         if types in (int, float) and isinstance(value, str):
             try:
                 value = types(value)

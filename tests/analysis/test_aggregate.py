@@ -7,8 +7,8 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from analysis.aggregate import aggregate, claims, group_columns, welch_p
-from analysis.load import load_sweep, parse_value
+from analysis.aggregate import aggregate, claims, effective_axes, group_columns, welch_p
+from analysis.load import SweepData, load_sweep, parse_value
 
 A = [0.70, 0.72, 0.74]  # mean 0.72, sample std 0.02
 B = [0.60, 0.66]  # mean 0.63, sample std 0.03 * sqrt(2)
@@ -129,3 +129,37 @@ def test_claims_best_vs_runner_up(sweep):
 )
 def test_parse_value(text, value):
     assert parse_value(text) == value
+
+
+def test_effective_axes_drop_zipped_hyperparameters():
+    """Table 5's spec: rho is zipped with (workload, label_noise) for SASSHA only."""
+    import pandas as pd
+
+    rows = []
+    for w, rho0 in (("cifar10_resnet32", 0.1), ("cifar100_resnet32", 0.2)):
+        for noise in (0.2, 0.4):
+            rows.append(
+                {
+                    "variant": "sgd",
+                    "workload": w,
+                    "axes": ("workload", "label_noise"),
+                    "params.workload": w,
+                    "params.label_noise": noise,
+                }
+            )
+            rows.append(
+                {
+                    "variant": "sassha",
+                    "workload": w,
+                    "axes": ("workload", "label_noise", "rho"),
+                    "params.workload": w,
+                    "params.label_noise": noise,
+                    "params.rho": rho0 if noise == 0.2 else 0.3,
+                }
+            )
+    data = SweepData("t", pd.DataFrame(rows), pd.DataFrame())
+    assert data.axes == ["workload", "label_noise", "rho"]
+    assert effective_axes(data) == ["label_noise"]
+    rows.append({**rows[-1], "params.rho": 0.9})  # now rho varies at a fixed setting
+    data = SweepData("t", pd.DataFrame(rows), pd.DataFrame())
+    assert effective_axes(data) == ["label_noise", "rho"]
