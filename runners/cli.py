@@ -345,6 +345,11 @@ def cmd_run(args) -> int:
     name, options = _backend_options(spec, args)
     if args.jobs is not None and name == "local":
         options["jobs"] = args.jobs
+    # Backend files live beside the trials, so they sit on the storage every worker reaches.
+    if name == "submitit":
+        options.setdefault("folder", str(Path(workdir) / "submitit"))
+    elif name == "ray":
+        options.setdefault("storage_path", str(Path(workdir).resolve() / "ray"))
     states = _states(trials, workdir)
     _write_plan(workdir, spec, trials)
     metric = _metric(spec, trials)["name"]
