@@ -208,8 +208,9 @@ class Claim:
         where, win, run = name(self.setting), name(self.winner), name(self.runner_up)
         p = "n/a (needs >= 2 seeds each)" if math.isnan(self.p_value) else f"{self.p_value:.3g}"
         head = f"[{where}] " if where else ""
+        verb = "ties with" if self.winner_mean == self.runner_up_mean else "beats"
         return (
-            f"{head}{win} beats {run} on {self.metric}: {fmt(self.winner_mean)} "
+            f"{head}{win} {verb} {run} on {self.metric}: {fmt(self.winner_mean)} "
             f"(n={self.n_winner}) vs {fmt(self.runner_up_mean)} (n={self.n_runner_up}), "
             f"Welch t-test p = {p}"
         )
@@ -244,7 +245,7 @@ def claims(agg: pd.DataFrame, metric: str, mode: str, by: list[str]) -> list[Cla
     out: list[Claim] = []
     several = "variant" in by and ok["variant"].nunique() > 1
     # Across workloads a best cell is meaningless (accuracies of different tasks).
-    if several and "workload" not in by:
+    if several and "workload" not in by and "params.workload" not in by:
         best_each = (
             ok.sort_values(f"{metric}_mean", ascending=ascending)
             .groupby("variant", sort=False)

@@ -291,7 +291,7 @@ def compare(data: SweepData, values: pd.DataFrame | None = None) -> Table | None
     def pm(mean, std):
         if math.isnan(std):
             return fmt_number(mean)
-        return f"{fmt_number(mean)} ± {fmt_number(std)}"
+        return f"{fmt_number(mean)} ± {fmt_number(std, like=mean)}"
 
     header = [
         "table",

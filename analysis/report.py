@@ -211,11 +211,18 @@ def build_report(
     wanted = _wanted_tables(tables, data, budget=budget)
 
     generic = aggregate(data, [metric], by=by, **agg_kw)
+    # The paper layouts name a cell by the axes that define it, without the hyperparameters
+    # zipped along with them (they stay visible in the generic table).
+    cell_by = [c for c in by if c in ("workload", "variant")]
+    cell_by += [f"params.{a}" for a in effective_axes(data)]
+    if "workload" not in cell_by and runs["workload"].nunique() > 1:
+        cell_by.insert(0, "workload")
     if "generic" in wanted:
         report.tables.append(generic_table(generic, by, metric, best=best))
     pct = is_percent(metric)
     fmt = (lambda x: f"{100 * x:.2f}%") if pct else fmt_number
-    report.claims = [c.describe(column_label, fmt) for c in claims(generic, metric, mode, by)]
+    cells = generic if cell_by == by else aggregate(data, [metric], by=cell_by, **agg_kw)
+    report.claims = [c.describe(column_label, fmt) for c in claims(cells, metric, mode, cell_by)]
 
     if "accuracy" in wanted:
         agg = aggregate(data, [metric], by=["workload", "variant"], **agg_kw)
@@ -223,13 +230,15 @@ def build_report(
     if "sharpness" in wanted:
         names = [m for m, _ in SHARPNESS_METRICS if f"metrics.{m}" in runs]
         if names:
-            report.tables.append(sharpness_table(aggregate(data, names, by=by, **agg_kw), by))
+            report.tables.append(
+                sharpness_table(aggregate(data, names, by=cell_by, **agg_kw), cell_by)
+            )
     if "label_noise" in wanted and "params.label_noise" in runs:
         lby = ["workload", "variant", "params.label_noise"]
         report.tables.append(label_noise_table(aggregate(data, [metric], by=lby, **agg_kw), metric))
     if "cost" in wanted:
         names = [m for m in ("backward_passes", "wall_time_s") if f"metrics.{m}" in runs]
-        cby = ["workload", *[c for c in by if c != "workload"]]
+        cby = ["workload", *[c for c in cell_by if c != "workload"]]
         agg = aggregate(data, [*names, metric], by=cby, **agg_kw)
         agg["epochs"] = _epochs_per_group(data, agg, cby)
         report.tables.append(cost_table(agg, cby, metric))

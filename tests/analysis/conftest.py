@@ -7,6 +7,7 @@ of ``analysis`` — docs/architecture.md, "MLflow layout" — and nothing else.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import pytest
@@ -35,8 +36,8 @@ def log_sweep(uri: str, sweep: str, trials: list[FakeTrial], axes=(), experiment
         exp_id, run_name=sweep, tags={"sweep": sweep, "sweep_role": "parent", "spec_path": "x.yaml"}
     )
     ids = []
-    for i, t in enumerate(trials):
-        h = t.hash or f"{sweep[:4]}{i:08x}"
+    for t in trials:
+        h = t.hash or uuid.uuid4().hex[:12]
         tags = {
             "mlflow.parentRunId": parent.info.run_id,
             "sweep": sweep,
