@@ -613,7 +613,11 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("--out", help="output folder (default <workdir>/reports)")
     sp.add_argument("--format", action="append", help="md, csv, tex, png (repeat or comma-list)")
-    sp.add_argument("--best", action="store_true", help="best configuration per variant")
+    sp.add_argument(
+        "--best",
+        action="store_true",
+        help="each trial's best epoch (by the spec's metric and mode) instead of its last",
+    )
     sp.add_argument("--paper", action="store_true", help="compare with the paper's numbers")
     sp.add_argument("--tracking-uri")
     sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra report option")
