@@ -121,7 +121,12 @@ def floor_parts(base_model, closure_for, steps, device, k, hvp_method):
     grads = [torch.randn_like(p) for p in params]
     group = opt.param_groups[0]
     saved = [p.detach().clone() for p in params]
-    t_update = timed(lambda: opt._apply_update(group, params, grads), 20, device)
+
+    def update():
+        with torch.no_grad():
+            opt._apply_update(group, params, grads)
+
+    t_update = timed(update, 20, device)
     with torch.no_grad():
         for p, s in zip(params, saved):
             p.copy_(s)
@@ -182,6 +187,7 @@ def main(argv=None) -> dict:
             hp["hvp_method"] = args.hvp_method
         rows[name] = bench_optimizer(name, hp, base, closure_for, args.steps, device)
         rows[name]["hparams"] = hp
+        print(f"  {name}: {rows[name]['ms_per_step']:.1f} ms/step", file=sys.stderr, flush=True)
     for r in rows.values():
         r["ratio_to_adamw"] = r["ms_per_step"] / rows["adamw"]["ms_per_step"]
         if r["peak_mib"] is not None:
