@@ -198,7 +198,8 @@ def main(argv=None) -> dict:
 
     print(
         f"{args.model}, batch {args.batch}, {device}, threads {args.threads}, "
-        f"k={args.lazy_hessian}, hvp {args.hvp_method}, torch {torch.__version__}"
+        f"k={args.lazy_hessian}, hvp {args.hvp_method}, {args.clock} clock, "
+        f"torch {torch.__version__}"
     )
     print(f"{'optimizer':<12}{'ms/step':>10}{'/AdamW':>9}{'BP/step':>9}{'peak MiB':>10}")
     for name, r in rows.items():
