@@ -32,7 +32,7 @@ class OptimizerSpec:
     perturbs: bool
     takes_model: bool
     _passes: Callable[[Mapping[str, Any]], float] = field(repr=False)
-    _evals: Callable[[Mapping[str, Any]], int] = field(repr=False)
+    _evals: Callable[[Mapping[str, Any]], float] = field(repr=False)
     description: str = ""
 
     def resolved(self, hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -48,8 +48,10 @@ class OptimizerSpec:
         self.validate(h)
         return self._passes(h)
 
-    def closure_evals(self, hparams: Mapping[str, Any] | None = None) -> int:
-        """Closure (forward) evaluations per step."""
+    def closure_evals(self, hparams: Mapping[str, Any] | None = None) -> float:
+        """Closure (forward) evaluations per step; an integer except with
+        ``hvp_method="forward_over_reverse"`` and ``n_samples > 1`` (one forward per probe on
+        refresh steps, averaged over a refresh period)."""
         h = self.resolved(hparams)
         self.validate(h)
         return self._evals(h)
@@ -69,9 +71,20 @@ def _hvp_rate(h) -> float:
     return h.get("n_samples", 1) / h["lazy_hessian"]
 
 
-def _sassha_evals(h) -> int:
+def _extra_probe_evals(h) -> float:
+    # forward_over_reverse reruns the closure for every probe after the first on refresh steps
+    if h.get("hvp_method") == "forward_over_reverse" and h.get("n_samples", 1) > 1:
+        return (h["n_samples"] - 1) / h["lazy_hessian"]
+    return 0
+
+
+def _sassha_evals(h) -> float:
     # rho = 0 means e = 0 exactly, so SASSHA takes the gradient once.
-    return 2 if h["rho"] > 0 else 1
+    return (2 if h["rho"] > 0 else 1) + _extra_probe_evals(h)
+
+
+def _single_pass_evals(h) -> float:
+    return 1 + _extra_probe_evals(h)
 
 
 _HESSIAN_COMMON = dict(n_samples=1, seed=0, hvp_method="double_backward", foreach=None)
@@ -203,7 +216,7 @@ _register(
         perturbs=True,
         takes_model=True,
         _passes=lambda h: 1.0 + _hvp_rate(h),
-        _evals=lambda h: 1,
+        _evals=_single_pass_evals,
         description="M-SASSHA (Appendix B): momentum perturbation, one gradient per step",
     )
 )
@@ -225,7 +238,7 @@ _register(
         perturbs=False,
         takes_model=True,
         _passes=lambda h: 1.0 + _hvp_rate(h),
-        _evals=lambda h: 1,
+        _evals=_single_pass_evals,
         description="AdaHessian as run in the paper",
     )
 )
@@ -247,7 +260,7 @@ _register(
         perturbs=False,
         takes_model=True,
         _passes=lambda h: 1.0 + _hvp_rate(h),
-        _evals=lambda h: 1,
+        _evals=_single_pass_evals,
         description="Sophia-H as run in the paper",
     )
 )

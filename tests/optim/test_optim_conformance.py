@@ -278,3 +278,23 @@ def test_diagnostics(name):
     moved = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(net.parameters(), before)))
     # weight decay is off and the only other motion is the preconditioned step
     assert d["update_norm"] == pytest.approx(float(moved), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", HESSIAN)
+def test_forward_over_reverse_closure_count_matches_registry(name):
+    spec = get_spec(name)
+    net, closure, _ = small_net()
+    calls = {"n": 0}
+
+    def counting_closure():
+        calls["n"] += 1
+        return closure()
+
+    hparams = hp(name, lazy_hessian=2, n_samples=3, hvp_method="forward_over_reverse")
+    opt = build_optimizer(name, net.parameters(), model=net, **hparams)
+    for _ in range(4):
+        opt.step(counting_closure)
+    assert calls["n"] / 4 == pytest.approx(spec.closure_evals(hparams))
+    assert spec.closure_evals(hparams | {"hvp_method": "double_backward"}) == int(
+        spec.closure_evals(hparams) - 1
+    )
