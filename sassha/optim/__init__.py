@@ -4,7 +4,7 @@
 optimizer differentiates it as often as it needs and returns the loss at ``x``.
 """
 
-from .baselines import SAM, SGD, AdaHessian, AdamW, Shampoo, SophiaH
+from .baselines import SAM, SGD, AdaHessian, AdamW, SophiaH
 from .hutchinson import HVP_METHODS
 from .registry import REGISTRY, OptimizerSpec, build_optimizer, get_spec
 from .sassha import MSASSHA, SASSHA, HessianPreconditioned
@@ -25,3 +25,12 @@ __all__ = [
     "build_optimizer",
     "get_spec",
 ]
+
+
+def __getattr__(name: str):
+    # Shampoo's package is slow to import; load it on first use only.
+    if name == "Shampoo":
+        from .shampoo import Shampoo
+
+        return Shampoo
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Baselines as the paper ran them, all on the closure protocol ``loss = opt.step(closure)``.
 
-SGD, AdamW and Shampoo are the maintained implementations (torch, ``pytorch-optimizer``) with a
-``step`` that differentiates the closure itself. SAM wraps torch's SGD or AdamW. AdaHessian and
+SGD and AdamW are torch's with a ``step`` that differentiates the closure itself (Shampoo, from
+``pytorch-optimizer``, is in ``shampoo.py``). SAM wraps torch's SGD or AdamW. AdaHessian and
 Sophia-H follow the paper's versions (see ``docs`` of each class) on the shared Hutchinson
 estimator.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import pytorch_optimizer
 import torch
 from torch import Tensor
 
@@ -91,47 +90,6 @@ class AdamW(torch.optim.AdamW):
 
     def step(self, closure: Closure | None = None) -> Tensor:
         _require_closure(closure, "AdamW")
-        loss = _backward(closure, _all_params(self))
-        super().step()
-        return loss
-
-
-class Shampoo(pytorch_optimizer.Shampoo):
-    """``pytorch-optimizer``'s Shampoo (coupled weight decay) driven by ``step(closure)``.
-
-    ``eps`` is its ``matrix_eps`` (the damping added before the inverse root).
-    """
-
-    def __init__(
-        self,
-        params,
-        *,
-        lr: float,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        eps: float = 1e-4,
-        preconditioning_compute_steps: int = 1,
-    ):
-        check_hparams(
-            dict(
-                lr=lr,
-                momentum=momentum,
-                weight_decay=weight_decay,
-                eps=eps,
-                preconditioning_compute_steps=preconditioning_compute_steps,
-            )
-        )
-        super().__init__(
-            params,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            preconditioning_compute_steps=preconditioning_compute_steps,
-            matrix_eps=eps,
-        )
-
-    def step(self, closure: Closure | None = None) -> Tensor:
-        _require_closure(closure, "Shampoo")
         loss = _backward(closure, _all_params(self))
         super().step()
         return loss

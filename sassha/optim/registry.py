@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .baselines import SAM, SGD, AdaHessian, AdamW, Shampoo, SophiaH
+from .baselines import SAM, SGD, AdaHessian, AdamW, SophiaH
 from .sassha import MSASSHA, SASSHA
 from .validation import check_hparams
 
@@ -264,10 +264,18 @@ _register(
         description="Sophia-H as run in the paper",
     )
 )
+
+
+def _shampoo(params, **h) -> torch.optim.Optimizer:
+    from .shampoo import Shampoo
+
+    return Shampoo(params, **h)
+
+
 _register(
     OptimizerSpec(
         name="shampoo",
-        factory=Shampoo,
+        factory=_shampoo,
         defaults=dict(
             lr=0.4, momentum=0.9, weight_decay=5e-3, eps=1e-4, preconditioning_compute_steps=1
         ),
