@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from analysis.load import SweepData, key_value
 from analysis.tables import column_label, fmt_value, is_percent, metric_label
@@ -106,6 +107,7 @@ def _curves_panel(ax, data: SweepData, metric: str, by: Sequence[str], *, logy=F
             ax.plot([], [], color=_color(i), lw=0.8, ls="--", label=f"{label}: {n_div} diverged")
             drawn = True
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric_label(metric))
     if logy and (curve.to_numpy(dtype=float) > 0).all():
         ax.set_yscale("log")
@@ -259,6 +261,7 @@ def plot_preconditioner(
             ax.set_yscale("log")
         ax.set_title(f"{group_label(key)} (n={len(hashes)})", fontsize=9)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for row in grid:
         row[0].set_ylabel("preconditioner value D_ii")
