@@ -10,6 +10,7 @@ SASSHA floor is 2 x (forward + backward) + (refresh extra) / k + update, each pa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import sys
@@ -159,6 +160,12 @@ def main(argv=None) -> dict:
         default="wall",
         help="wall time, or process CPU time (CPU only; robust to contention)",
     )
+    ap.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16: forward passes under bf16 autocast, as a trial with precision: bf16",
+    )
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
 
@@ -173,7 +180,16 @@ def main(argv=None) -> dict:
     y = torch.randint(0, args.classes, (args.batch,), device=device)
 
     def closure_for(model):
-        return lambda: torch.nn.functional.cross_entropy(model(x), y)
+        def closure():
+            if args.precision == "bf16":
+                cast = torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+            else:
+                cast = contextlib.nullcontext()
+            with cast:
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            return loss.float()
+
+        return closure
 
     names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
     if "adamw" not in names:
@@ -198,7 +214,7 @@ def main(argv=None) -> dict:
 
     print(
         f"{args.model}, batch {args.batch}, {device}, threads {args.threads}, "
-        f"k={args.lazy_hessian}, hvp {args.hvp_method}, {args.clock} clock, "
+        f"k={args.lazy_hessian}, hvp {args.hvp_method}, {args.precision}, {args.clock} clock, "
         f"torch {torch.__version__}"
     )
     print(f"{'optimizer':<12}{'ms/step':>10}{'/AdamW':>9}{'BP/step':>9}{'peak MiB':>10}")

@@ -51,6 +51,7 @@ __all__ = [
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
 STATUSES = ("finished", "diverged", "failed")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,9 @@ class TrialDefaults:
     # count, and parallel workers do not oversubscribe the cores (measured on 2 busy cores: one
     # thread trained digits_cnn 10x faster than two).
     threads: int | None = 1
+    # "bf16": forward passes (training closure and evaluation) under bf16 autocast; parameters,
+    # gradients and optimizer state stay fp32, so the Hessian EMA keeps its precision.
+    precision: str = "fp32"
     model: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     pretrained_dir: str | None = None
@@ -261,6 +265,8 @@ def _validate_trial_keys(c: dict[str, Any]) -> None:
         bad("num_workers", "an integer >= 0")
     if c["threads"] is not None and (not _is_int(c["threads"]) or c["threads"] < 1):
         bad("threads", "an integer >= 1 or null")
+    if c["precision"] not in PRECISIONS:
+        bad("precision", " or ".join(repr(p) for p in PRECISIONS))
     for key in ("model", "data"):
         if not isinstance(c[key], Mapping):
             bad(key, "a mapping of overrides")
@@ -326,6 +332,13 @@ def _pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def _autocast(precision: str, device: torch.device):
+    """The context the trial's forward passes run in: bf16 autocast, or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _seed_everything(seed: int) -> None:
@@ -572,7 +585,8 @@ class _Trial:
             if stop_reason == "diverged":
                 status = "diverged"
             else:
-                row.update(self.wl.evaluate(model, val_loader, device))
+                with _autocast(cfg["precision"], device):
+                    row.update(self.wl.evaluate(model, val_loader, device))
                 row.update(self._epoch_diagnostics(device))
             self.epoch += 1
             self.wall_time += time.perf_counter() - start
@@ -627,7 +641,11 @@ class _Trial:
             first: dict[str, Any] = {}
 
             def closure(batch=batch, first=first):
-                loss, stats = self.wl.loss(model, batch)
+                with _autocast(cfg["precision"], device):
+                    loss, stats = self.wl.loss(model, batch)
+                # Autocast may hand back a bf16 loss; the optimizers, the epoch mean and the
+                # divergence check all expect fp32.
+                loss = loss.float()
                 if not first:
                     first["loss"], first["stats"] = loss.detach(), stats
                 return loss
