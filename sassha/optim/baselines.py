@@ -197,27 +197,9 @@ class _SingleGradHessian(HessianPreconditioned):
     """One closure pass per step at ``x``; the Hutchinson estimate on refresh steps."""
 
     def _hutchinson_step(self, closure: Closure):
-        groups = self._trainable()
-        self._init_state(groups)
-        for _, params in groups:
-            for p in params:
-                self.state[p]["step"] += 1
-        params = [p for _, ps in groups for p in ps]
-        refresh = [self._refreshing(g, ps) for g, ps in groups]
+        groups, params, refresh = self._begin_step()
         loss, grads, est = self._evaluate(closure, params, any(refresh), freeze_bn=False)
-        by_param = dict(zip(map(id, params), grads))
-        est_by_param = dict(zip(map(id, params), est)) if est is not None else {}
-        out = []
-        for (group, ps), r in zip(groups, refresh):
-            out.append(
-                (
-                    group,
-                    ps,
-                    [by_param[id(p)] for p in ps],
-                    [est_by_param[id(p)] for p in ps] if r else None,
-                )
-            )
-        return loss, out
+        return loss, list(self._per_group(groups, refresh, params, grads, est))
 
 
 def _hessian_defaults(**kw):

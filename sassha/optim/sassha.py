@@ -134,6 +134,30 @@ class HessianPreconditioned(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------------ Hessian EMA
 
+    def _begin_step(self):
+        """Count this step; return the trainable groups, their parameters in one flat list, and
+        which groups refresh their Hessian estimate on it."""
+        groups = self._trainable()
+        self._init_state(groups)
+        for _, params in groups:
+            for p in params:
+                self.state[p]["step"] += 1
+        params = [p for _, ps in groups for p in ps]
+        return groups, params, [self._refreshing(g, ps) for g, ps in groups]
+
+    @staticmethod
+    def _per_group(groups, refresh, params, grads, est):
+        """Split flat per-parameter gradients (and estimates, on refresh) back into groups."""
+        by_param = dict(zip(map(id, params), grads))
+        est_by_param = dict(zip(map(id, params), est)) if est is not None else {}
+        for (group, ps), r in zip(groups, refresh):
+            yield (
+                group,
+                ps,
+                [by_param[id(p)] for p in ps],
+                [est_by_param[id(p)] for p in ps] if r else None,
+            )
+
     def _refreshing(self, group: dict, params: list[Tensor]) -> bool:
         if not params:
             return False
@@ -297,13 +321,7 @@ class SASSHA(HessianPreconditioned):
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:
         _require_closure(closure, self._name)
-        groups = self._trainable()
-        self._init_state(groups)
-        for _, params in groups:
-            for p in params:
-                self.state[p]["step"] += 1
-        params = [p for _, ps in groups for p in ps]
-        refresh = [self._refreshing(g, ps) for g, ps in groups]
+        groups, params, refresh = self._begin_step()
         hess_params = [p for (_, ps), r in zip(groups, refresh) if r for p in ps]
         perturb = any(g["rho"] > 0 for g, ps in groups if ps)
 
@@ -315,12 +333,10 @@ class SASSHA(HessianPreconditioned):
         else:
             loss, grads, est = self._evaluate(closure, params, bool(hess_params), freeze_bn=False)
 
-        by_param = dict(zip(map(id, params), grads))
-        est_by_param = dict(zip(map(id, params), est)) if est is not None else {}
-        for (group, ps), r in zip(groups, refresh):
-            if r:
-                self._update_hessian(group, ps, [est_by_param[id(p)] for p in ps])
-            self._apply_update(group, ps, [by_param[id(p)] for p in ps])
+        for group, ps, g, e in self._per_group(groups, refresh, params, grads, est):
+            if e is not None:
+                self._update_hessian(group, ps, e)
+            self._apply_update(group, ps, g)
         return loss
 
     def _perturb(self, groups, params: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
@@ -388,13 +404,7 @@ class MSASSHA(HessianPreconditioned):
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:
         _require_closure(closure, self._name)
-        groups = self._trainable()
-        self._init_state(groups)
-        for _, params in groups:
-            for p in params:
-                self.state[p]["step"] += 1
-        params = [p for _, ps in groups for p in ps]
-        refresh = [self._refreshing(g, ps) for g, ps in groups]
+        groups, params, refresh = self._begin_step()
         hessian = any(refresh)
         foreach = P.use_foreach(self.param_groups[0]["foreach"], params)
 
@@ -413,10 +423,8 @@ class MSASSHA(HessianPreconditioned):
         if saved is not None:
             P.restore_(params, saved, foreach)
 
-        by_param = dict(zip(map(id, params), grads))
-        est_by_param = dict(zip(map(id, params), est)) if est is not None else {}
-        for (group, ps), r in zip(groups, refresh):
-            if r:
-                self._update_hessian(group, ps, [est_by_param[id(p)] for p in ps])
-            self._apply_update(group, ps, [by_param[id(p)] for p in ps])
+        for group, ps, g, e in self._per_group(groups, refresh, params, grads, est):
+            if e is not None:
+                self._update_hessian(group, ps, e)
+            self._apply_update(group, ps, g)
         return loss
