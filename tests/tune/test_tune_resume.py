@@ -57,7 +57,11 @@ def test_killed_study_resumes_without_repeating_finished_trials(tmp_path):
             time.sleep(0.2)
             if not (work / JOURNAL_FILE).exists():
                 continue
-            trials = _study(work).trials
+            try:
+                trials = _study(work).trials
+            except KeyError:
+                # The journal file appears a moment before the study's creation is written to it.
+                continue
             done = [t for t in trials if t.state == TrialState.COMPLETE]
             running = [t for t in trials if t.state == TrialState.RUNNING]
             # kill once two trials are done and the third has trained at least one epoch
