@@ -227,55 +227,8 @@ class HessianPreconditioned(torch.optim.Optimizer):
         return P.precond_diagnostics(math.sqrt(total), denoms)
 
 
-def _defaults(
-    lr,
-    betas,
-    weight_decay,
-    rho,
-    lazy_hessian,
-    hessian_power,
-    eps,
-    perturb_eps,
-    abs_hessian,
-    n_samples,
-    seed,
-    hessian_bias_correction,
-    hvp_method,
-    foreach,
-):
-    return dict(
-        lr=lr,
-        betas=betas,
-        weight_decay=weight_decay,
-        rho=rho,
-        lazy_hessian=lazy_hessian,
-        hessian_power=hessian_power,
-        eps=eps,
-        perturb_eps=perturb_eps,
-        abs_hessian=abs_hessian,
-        n_samples=n_samples,
-        seed=seed,
-        hessian_bias_correction=hessian_bias_correction,
-        hvp_method=hvp_method,
-        foreach=foreach,
-    )
-
-
-class SASSHA(HessianPreconditioned):
-    """Sharpness-aware adaptive second-order optimizer (Algorithm 1, variant SASSHA).
-
-    ``loss = opt.step(closure)`` evaluates ``closure()`` twice (at ``x`` and at ``x + e``) and
-    returns the loss at ``x``. With ``rho == 0`` in every group the perturbation is exactly zero,
-    so the gradient at ``x + e`` is the gradient at ``x``: the step then evaluates the closure
-    once (the registry's cost model counts it that way) and produces the same trajectory.
-    Pass ``model=`` so that BatchNorm running statistics are updated by the pass at ``x`` only.
-
-    ``hvp_method="forward_over_reverse"`` takes the refresh step's gradient and Hessian product
-    from one ``torch.func`` pass; it needs ``model=`` and a closure that reaches the parameters
-    through that model. ``"double_backward"`` (default) was the faster one on CPU ResNets.
-    """
-
-    _name = "SASSHA"
+class _SasshaFamily(HessianPreconditioned):
+    """The constructor SASSHA and M-SASSHA share: same arguments, same meanings."""
 
     def __init__(
         self,
@@ -299,24 +252,41 @@ class SASSHA(HessianPreconditioned):
     ):
         super().__init__(
             params,
-            _defaults(
-                lr,
-                betas,
-                weight_decay,
-                rho,
-                lazy_hessian,
-                hessian_power,
-                eps,
-                perturb_eps,
-                abs_hessian,
-                n_samples,
-                seed,
-                hessian_bias_correction,
-                hvp_method,
-                foreach,
+            dict(
+                lr=lr,
+                betas=betas,
+                weight_decay=weight_decay,
+                rho=rho,
+                lazy_hessian=lazy_hessian,
+                hessian_power=hessian_power,
+                eps=eps,
+                perturb_eps=perturb_eps,
+                abs_hessian=abs_hessian,
+                n_samples=n_samples,
+                seed=seed,
+                hessian_bias_correction=hessian_bias_correction,
+                hvp_method=hvp_method,
+                foreach=foreach,
             ),
             model,
         )
+
+
+class SASSHA(_SasshaFamily):
+    """Sharpness-aware adaptive second-order optimizer (Algorithm 1, variant SASSHA).
+
+    ``loss = opt.step(closure)`` evaluates ``closure()`` twice (at ``x`` and at ``x + e``) and
+    returns the loss at ``x``. With ``rho == 0`` in every group the perturbation is exactly zero,
+    so the gradient at ``x + e`` is the gradient at ``x``: the step then evaluates the closure
+    once (the registry's cost model counts it that way) and produces the same trajectory.
+    Pass ``model=`` so that BatchNorm running statistics are updated by the pass at ``x`` only.
+
+    ``hvp_method="forward_over_reverse"`` takes the refresh step's gradient and Hessian product
+    from one ``torch.func`` pass; it needs ``model=`` and a closure that reaches the parameters
+    through that model. ``"double_backward"`` (default) was the faster one on CPU ResNets.
+    """
+
+    _name = "SASSHA"
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:
@@ -349,7 +319,7 @@ class SASSHA(HessianPreconditioned):
         return P.perturb_(params, grads, scales, foreach)
 
 
-class MSASSHA(HessianPreconditioned):
+class MSASSHA(_SasshaFamily):
     """M-SASSHA (Appendix B): SASSHA with the perturbation ``e = -rho * m / ||m||``.
 
     One closure evaluation per step, at ``x + e``; its gradient drives the update and, on refresh
@@ -359,47 +329,6 @@ class MSASSHA(HessianPreconditioned):
     """
 
     _name = "MSASSHA"
-
-    def __init__(
-        self,
-        params,
-        *,
-        lr: float,
-        betas=(0.9, 0.999),
-        weight_decay: float = 0.0,
-        rho: float,
-        lazy_hessian: int = 10,
-        hessian_power: float = 0.5,
-        eps: float = 1e-4,
-        perturb_eps: float = 1e-12,
-        abs_hessian: bool = True,
-        n_samples: int = 1,
-        seed: int = 0,
-        hessian_bias_correction: str = "steps",
-        hvp_method: str = "double_backward",
-        model: torch.nn.Module | None = None,
-        foreach: bool | None = None,
-    ):
-        super().__init__(
-            params,
-            _defaults(
-                lr,
-                betas,
-                weight_decay,
-                rho,
-                lazy_hessian,
-                hessian_power,
-                eps,
-                perturb_eps,
-                abs_hessian,
-                n_samples,
-                seed,
-                hessian_bias_correction,
-                hvp_method,
-                foreach,
-            ),
-            model,
-        )
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:
