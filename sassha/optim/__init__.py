@@ -1,10 +1,13 @@
 """Optimizers on one closure protocol: ``loss = opt.step(closure)``.
 
 ``closure()`` runs the forward pass and returns the scalar loss without calling backward; the
-optimizer differentiates it as often as it needs and returns the loss at ``x``.
+optimizer differentiates it as often as it needs and returns the loss at ``x``. Under data
+parallelism a :class:`GradientAverager` context averages what each step differentiates across
+ranks (see ``distributed.py``).
 """
 
 from .baselines import SAM, SGD, AdaHessian, AdamW, SophiaH
+from .distributed import GradientAverager
 from .hutchinson import HVP_METHODS
 from .registry import REGISTRY, OptimizerSpec, build_optimizer, get_spec
 from .sassha import MSASSHA, SASSHA, HessianPreconditioned
@@ -18,6 +21,7 @@ __all__ = [
     "SGD",
     "AdaHessian",
     "AdamW",
+    "GradientAverager",
     "HessianPreconditioned",
     "OptimizerSpec",
     "Shampoo",

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from . import _parts as P
+from .distributed import average_
 from .sassha import Closure, HessianPreconditioned, _require_closure
 from .validation import check_hparams
 
@@ -25,6 +26,7 @@ def _backward(closure: Callable[[], Tensor], params) -> Tensor:
     with torch.enable_grad():
         loss = closure()
         loss.backward()
+    average_([p.grad for p in params])
     return loss.detach()
 
 
@@ -177,6 +179,7 @@ class SAM(torch.optim.Optimizer):
         with torch.enable_grad():
             loss = closure()
             grads = HessianPreconditioned._grads(loss, params, create_graph=False)
+        average_(grads)  # the perturbation follows the global gradient
         norm = P.global_norm(grads, foreach)
         scales = []
         for g in self.param_groups:
@@ -186,6 +189,7 @@ class SAM(torch.optim.Optimizer):
         with P.frozen_bn_stats(self._model), torch.enable_grad():
             loss2 = closure()
             grads2 = HessianPreconditioned._grads(loss2, params, create_graph=False)
+        average_(grads2)
         P.restore_(params, saved, foreach)
         for p, g in zip(params, grads2):
             p.grad = g

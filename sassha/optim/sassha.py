@@ -28,6 +28,7 @@ from torch import Tensor
 
 from . import _parts as P
 from . import hutchinson
+from .distributed import average_
 from .validation import check_hparams
 
 Closure = Callable[[], Tensor]
@@ -109,7 +110,18 @@ class HessianPreconditioned(torch.optim.Optimizer):
     def _evaluate(
         self, closure: Closure, params: list[Tensor], hessian: bool, freeze_bn: bool
     ) -> tuple[Tensor, list[Tensor], list[Tensor] | None]:
-        """One closure pass: loss, gradient and (when ``hessian``) the Hutchinson diagonal."""
+        """One closure pass: loss, gradient and (when ``hessian``) the Hutchinson diagonal.
+
+        Under data parallelism the gradient and the estimate are averaged across ranks here, in
+        one bucketed all-reduce; the returned loss stays this rank's.
+        """
+        loss, grads, est = self._evaluate_local(closure, params, hessian, freeze_bn)
+        average_([*grads, *(est or ())])
+        return loss, grads, est
+
+    def _evaluate_local(
+        self, closure: Closure, params: list[Tensor], hessian: bool, freeze_bn: bool
+    ) -> tuple[Tensor, list[Tensor], list[Tensor] | None]:
         g0 = self.param_groups[0]
         with P.frozen_bn_stats(self._model if freeze_bn else None):
             if hessian and g0["hvp_method"] == "forward_over_reverse":
@@ -342,11 +354,14 @@ class MSASSHA(_SasshaFamily):
         if not first and any(g["rho"] > 0 for g, ps in groups if ps):
             exp_avgs = [self.state[p]["exp_avg"] for p in params]
             norm = P.global_norm(exp_avgs, foreach)
-            if float(norm) > 0.0:
-                scales: list[Tensor] = []
-                for group, ps in groups:
-                    scales.extend([-group["rho"] / (norm + group["perturb_eps"])] * len(ps))
-                saved = P.perturb_(params, exp_avgs, scales, foreach)
+            # A zero momentum gives a zero perturbation; choosing the scale on the device keeps
+            # the step free of host synchronisation (and of 0/0 when perturb_eps is 0).
+            nonzero = norm > 0
+            scales: list[Tensor] = []
+            for group, ps in groups:
+                s = torch.where(nonzero, -group["rho"] / (norm + group["perturb_eps"]), 0.0)
+                scales.extend([s] * len(ps))
+            saved = P.perturb_(params, exp_avgs, scales, foreach)
 
         loss, grads, est = self._evaluate(closure, params, hessian, freeze_bn=False)
         if saved is not None:
