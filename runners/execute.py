@@ -50,12 +50,18 @@ def write_json(path: Path, data: Any) -> None:
 
 class _ProgressTracker:
     """Forwards to the real tracker and keeps ``progress.json`` (last epoch and its metrics)
-    so ``sweep status`` and the progress display can read a running trial without MLflow."""
+    so ``sweep status`` and the progress display can read a running trial without MLflow.
+
+    The trial finishes its tracker once; a tracking error then is kept in ``finish_error`` rather
+    than raised, so that it does not turn the trial's own outcome into a failure.
+    """
 
     def __init__(self, inner: Any, trial_dir: Path) -> None:
         self.inner = inner
         self.trial_dir = trial_dir
         self.last: dict[str, Any] = {}
+        self.finished = False
+        self.finish_error: str | None = None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         if self.inner is not None:
@@ -78,8 +84,13 @@ class _ProgressTracker:
             self.inner.log_artifact(path, *args, **kwargs)
 
     def finish(self, status: str = "finished") -> None:
-        if self.inner is not None:
+        self.finished = True
+        if self.inner is None:
+            return
+        try:
             self.inner.finish(status)
+        except Exception as exc:
+            self.finish_error = f"{type(exc).__name__}: {exc}"
 
 
 def _tracker(job: Mapping[str, Any], trial_dir: Path):
@@ -122,20 +133,16 @@ def execute_trial(job: dict) -> dict:
         {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()},
     )
     start = time.time()
-    tracker = None
+    wrapped = _ProgressTracker(None, trial_dir)
     try:
-        tracker = _tracker(job, trial_dir)
+        wrapped.inner = _tracker(job, trial_dir)
         from sassha.trial import run
 
-        wrapped = _ProgressTracker(tracker, trial_dir)
         result = dict(run(config, tracker=wrapped, checkpoint_dir=str(trial_dir)) or {})
         result.setdefault("status", "finished")
     except KeyboardInterrupt:
-        if tracker is not None:
-            try:
-                tracker.finish("killed")
-            except Exception:
-                pass
+        if not wrapped.finished:
+            wrapped.finish("killed")
         (trial_dir / RUNNING_FILE).unlink(missing_ok=True)
         raise
     except Exception as exc:
@@ -144,14 +151,13 @@ def execute_trial(job: dict) -> dict:
             "error": f"{type(exc).__name__}: {exc}",
             "traceback": traceback.format_exc(),
         }
-    status = str(result.get("status", "failed"))
-    if tracker is not None:
-        try:
-            tracker.finish(status)
-        except Exception as exc:
+    if not wrapped.finished:  # the trial never started (a bad config, an unreachable server)
+        wrapped.finish(str(result.get("status", "failed")))
+    if wrapped.inner is not None:
+        if wrapped.finish_error is not None:
             # The trial's own outcome stands; the tracking problem is recorded beside it.
-            result["tracking_error"] = f"{type(exc).__name__}: {exc}"
-        result["mlflow_run_id"] = tracker.run_id
+            result["tracking_error"] = wrapped.finish_error
+        result["mlflow_run_id"] = wrapped.inner.run_id
     result["hash"] = job["hash"]
     result["wall_time_s"] = time.time() - start
     write_json(trial_dir / RESULT_FILE, result)

@@ -24,7 +24,7 @@ import tempfile
 import time
 import traceback
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ __all__ = [
     "DiagnosticsDefaults",
     "resolve_config",
     "optimizer_hyperparameters",
+    "Trial",
     "run",
     "CHECKPOINT_NAME",
 ]
@@ -412,28 +413,359 @@ def _best_metrics(history: list[dict[str, float]]) -> dict[str, float]:
 # -- the trial -----------------------------------------------------------------------------------
 
 
-class _Trial:
-    def __init__(self, config: dict[str, Any], tracker, checkpoint_dir: str | None) -> None:
-        self.cfg = config
-        self.tracker = tracker
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    previous = torch.get_num_threads()
+    try:
+        if n is not None:
+            torch.set_num_threads(n)
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class _Closure:
+    """``closure()`` for ``opt.step``: the batch's fp32 loss, without backward.
+
+    An optimizer may evaluate it more than once per step (SAM, SASSHA); ``stats`` keeps the
+    workload's statistics (``count``, ``correct``) of the first evaluation, the one at the point
+    the step starts from, which is also the loss ``opt.step`` returns.
+    """
+
+    def __init__(self, forward, batch) -> None:
+        self.forward = forward
+        self.batch = batch
+        self.stats: dict[str, Any] | None = None
+
+    def __call__(self) -> torch.Tensor:
+        loss, stats = self.forward(self.batch)
+        if self.stats is None:
+            self.stats = stats or {}
+        return loss
+
+
+class _EpochMeter:
+    """Sums one epoch's training loss and accuracy on the device: no host sync per step."""
+
+    def __init__(self, device: torch.device, max_loss: float) -> None:
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.float64, device=device)
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)
+        self.count: float = 0
+        self.count_t: torch.Tensor | None = None  # a count the workload returns as a tensor
+        self.has_acc = False
+        self.max_loss = max_loss
+
+    def add(self, loss: torch.Tensor, stats: Mapping[str, Any]) -> None:
+        loss = loss.double()
+        n = stats.get("count", 1)
+        if isinstance(n, torch.Tensor):
+            n = n.double()
+            self.count_t = n if self.count_t is None else self.count_t + n
+        else:
+            self.count += n
+        self.loss_sum += loss * n
+        if "correct" in stats:
+            self.has_acc = True
+            self.correct += stats["correct"]
+        self.bad |= ~torch.isfinite(loss) | (loss > self.max_loss)
+
+    def diverged(self) -> bool:
+        return bool(self.bad)
+
+    def row(self, lr: float) -> dict[str, float]:
+        count = self.count + (float(self.count_t) if self.count_t is not None else 0)
+        row = {"train_loss": float(self.loss_sum) / max(count, 1), "lr": float(lr)}
+        if self.has_acc:
+            row["train_acc"] = float(self.correct) / max(count, 1)
+        return row
+
+
+class Trial:
+    """One training run of a trial config, as an iterator over its epochs.
+
+    ``for metrics in Trial(config).epochs(): ...`` trains one epoch per iteration and yields that
+    epoch's metrics (the row the tracker logs); once the iterator is exhausted, ``result`` holds
+    the final metrics that :func:`run` returns. The checkpoint is written before each epoch's
+    metrics are yielded, so a consumer that stops early (closing the iterator, e.g. a pruned
+    tuning point) leaves a trial that a later run resumes; its tracker is finished as ``killed``.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        tracker=None,
+        checkpoint_dir: str | os.PathLike | None = None,
+    ) -> None:
+        self.cfg = resolve_config(config)
+        self.tracker = tracker if tracker is not None else NullTracker()
         self.ckpt_path = (
             os.path.join(os.fspath(checkpoint_dir), CHECKPOINT_NAME) if checkpoint_dir else None
         )
         if checkpoint_dir:
             os.makedirs(checkpoint_dir, exist_ok=True)
-        self.wl = get_workload(config["workload"])
-        self.spec = get_spec(config["optimizer"])
-        self.hparams = optimizer_hyperparameters(config)
+        self.wl = get_workload(self.cfg["workload"])
+        self.spec = get_spec(self.cfg["optimizer"])
+        self.hparams = optimizer_hyperparameters(self.cfg)
         self.passes_per_step = self.spec.backward_passes(self.hparams)
-        self.diag = config["diagnostics"]
+        self.diag = self.cfg["diagnostics"]
         # What a checkpoint restores besides the model, optimizer, schedule and RNGs.
         self.epoch = 0
         self.steps = 0
         self.wall_time = 0.0
         self.history: list[dict[str, Any]] = []
+        self.result: dict[str, Any] | None = None
         self._diag_loss: BatchLoss | None = None
 
-    def load_checkpoint(self) -> dict[str, Any] | None:
+    @property
+    def backward_passes(self) -> float:
+        return self.steps * self.passes_per_step
+
+    def run(self) -> dict[str, Any]:
+        """Exhaust :meth:`epochs` and return the final metrics."""
+        for _ in self.epochs():
+            pass
+        return self.result
+
+    def epochs(self) -> Iterator[dict[str, Any]]:
+        """Train (or resume) epoch by epoch, yielding each epoch's metrics; sets ``result``."""
+        ckpt = self._load_checkpoint()
+        stored = ckpt.get("result") if ckpt is not None else None
+        if stored is not None and _ended_for(stored, ckpt["config"], self.cfg):
+            self.result = dict(stored)
+            self._end(self.result["status"])
+            return
+        self.tracker.log_params(flatten(self.cfg))
+        self.tracker.set_tags({"status": "running"})
+        try:
+            with _torch_threads(self.cfg["threads"]):
+                yield from self._train(ckpt)
+        except Exception as exc:  # a trial records its failure; the caller decides what next
+            self.result = self._summary("failed")
+            self.result["error"] = f"{type(exc).__name__}: {exc}"
+            self.result["traceback"] = traceback.format_exc()
+        finally:
+            self._end(self.result["status"] if self.result is not None else "killed")
+
+    def _end(self, status: str) -> None:
+        self.tracker.set_tags({"status": status})
+        self.tracker.finish(status)
+
+    def _train(self, ckpt: Mapping[str, Any] | None) -> Iterator[dict[str, Any]]:
+        cfg = self.cfg
+        self._build(ckpt)
+        stop = None
+        while self.epoch < cfg["epochs"] and stop is None:
+            start = time.perf_counter()
+            row, stop = self._train_epoch()
+            if stop != "diverged":
+                with _autocast(cfg["precision"], self.device):
+                    row.update(self.wl.evaluate(self.model, self.val_loader, self.device))
+                row.update(self._epoch_diagnostics())
+            self.epoch += 1
+            self.wall_time += time.perf_counter() - start
+            row["wall_time_s"] = self.wall_time
+            row["backward_passes"] = self.backward_passes
+            self.history.append(row)
+            self.tracker.log_metrics(row, step=self.epoch)
+            if stop != "diverged":
+                self.schedule.end_epoch(row)
+                time_up = cfg["time_limit_s"] is not None and self.wall_time >= cfg["time_limit_s"]
+                if stop is None and time_up and self.epoch < cfg["epochs"]:
+                    stop = "time_limit"
+                if stop is None and self.epoch < cfg["epochs"]:
+                    self._save(result=None)
+            yield row
+        self.result = self._final_result(stop)
+        self._save(result=self.result)
+
+    def _build(self, ckpt: Mapping[str, Any] | None) -> None:
+        """Model, data, optimizer and schedule, from the seed or from ``ckpt``."""
+        cfg = self.cfg
+        self.device = _pick_device(cfg["device"])
+        _seed_everything(cfg["seed"])
+        self.model = self.wl.build_model(cfg).to(self.device)
+        self.train_loader, self.val_loader = self._loaders()
+        self.opt = build_optimizer(
+            cfg["optimizer"], self.model.parameters(), model=self.model, **self.hparams
+        )
+        self.schedule = Schedule(cfg["schedule"], self.opt, cfg["epochs"], len(self.train_loader))
+        if ckpt is None:
+            return
+        self._restore(ckpt)
+        if ckpt["config"]["epochs"] != cfg["epochs"] and cfg["schedule"]["name"] == "cosine":
+            if cfg["schedule"]["total_epochs"] is None:
+                warnings.warn(
+                    "continuing a cosine schedule with a new number of epochs changes its "
+                    "horizon; set schedule.total_epochs to keep it fixed",
+                    stacklevel=4,
+                )
+
+    def _forward(self, batch) -> tuple[torch.Tensor, Mapping[str, Any] | None]:
+        with _autocast(self.cfg["precision"], self.device):
+            loss, stats = self.wl.loss(self.model, batch)
+        # Autocast may hand back a bf16 loss; the optimizers, the epoch mean and the divergence
+        # check all expect fp32.
+        return loss.float(), stats
+
+    def _train_epoch(self) -> tuple[dict[str, float], str | None]:
+        """One pass over the training data: the epoch's row and why it stopped early, if it did."""
+        self.model.train()
+        meter = _EpochMeter(self.device, self.cfg["max_loss"])
+        # Divergence is checked on the host every step on the CPU (free) and every 50 steps on an
+        # accelerator, where each check is a device sync.
+        check_every = 1 if self.device.type == "cpu" else 50
+        spe = len(self.train_loader)
+        diff = self._difference_tracker()
+        budget = self.cfg["max_backward_passes"]
+        lr, stop = self.opt.param_groups[0]["lr"], None
+        for i, batch in enumerate(self.train_loader):
+            if diff is not None and i == max(spe - self.diag["k"], 0):
+                self._on_diagnostic_batches(diff.record)
+            lr = self.schedule.apply(self.steps, self.epoch)
+            closure = _Closure(self._forward, self.wl.to_device(batch, self.device))
+            loss = self.opt.step(closure)
+            self.steps += 1
+            meter.add(loss, closure.stats)
+            if ((i + 1) % check_every == 0 or i + 1 == spe) and meter.diverged():
+                stop = "diverged"
+                break
+            if budget is not None and self.backward_passes >= budget:
+                stop = "backward_passes"
+                break
+        if stop is None and meter.diverged():
+            stop = "diverged"
+        row = meter.row(lr)
+        if stop != "diverged":
+            if hasattr(self.opt, "diagnostics"):
+                row.update({k: float(v) for k, v in self.opt.diagnostics().items()})
+            if diff is not None and diff.previous is not None:
+                row["hessian_difference"] = self._on_diagnostic_batches(diff.difference)
+        return row, stop
+
+    def _final_result(self, stop: str | None) -> dict[str, Any]:
+        status = "diverged" if stop == "diverged" else "finished"
+        extra: dict[str, Any] = {
+            "stopped_by_time_limit": stop == "time_limit",
+            "stopped_by_backward_passes": stop == "backward_passes",
+        }
+        if status == "finished" and self.diag["sharpness"]:
+            start = time.perf_counter()
+            extra.update(self._sharpness())
+            extra["gen_gap"] = self.history[-1]["val_loss"] - extra["train_eval_loss"]
+            self.wall_time += time.perf_counter() - start
+        return self._summary(status, extra)
+
+    def _summary(self, status: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        counters = {
+            "status": status,
+            "epochs_completed": self.epoch,
+            "steps": self.steps,
+            "backward_passes": self.backward_passes,
+            "wall_time_s": self.wall_time,
+        }
+        out = dict(counters)
+        if self.history:
+            out.update(self.history[-1])
+            out.update(_best_metrics(self.history))
+        out.update(extra or {})
+        out.update(counters)  # the summary's own counters win over the last epoch's copies
+        return out
+
+    def _loaders(self) -> tuple[DataLoader, DataLoader]:
+        cfg = self.cfg
+        self.train_ds, val_ds = self.wl.build_data(cfg)
+        self.loader_gen = torch.Generator()
+        self.loader_gen.manual_seed(cfg["seed"])
+        common = dict(
+            num_workers=cfg["num_workers"],
+            collate_fn=getattr(self.wl, "collate_fn", None),
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=cfg["num_workers"] > 0,
+        )
+        train = DataLoader(
+            self.train_ds,
+            batch_size=cfg["batch_size"],
+            shuffle=True,
+            generator=self.loader_gen,
+            **common,
+        )
+        val = DataLoader(val_ds, batch_size=cfg["eval_batch_size"], shuffle=False, **common)
+        if len(train) == 0:
+            raise ValueError(f"workload {self.wl.name}: the training set is empty")
+        return train, val
+
+    # -- diagnostics ---------------------------------------------------------------------------
+
+    def _diagnostic_loss(self) -> BatchLoss:
+        """The fixed subset of training data the diagnostics use (first batches, unshuffled)."""
+        if self._diag_loss is None:
+            loader = DataLoader(
+                self.train_ds,
+                batch_size=self.cfg["batch_size"],
+                shuffle=False,
+                collate_fn=getattr(self.wl, "collate_fn", None),
+            )
+            batches, sizes = [], []
+            for i, batch in enumerate(loader):
+                if i >= self.diag["batches"]:
+                    break
+                batches.append(self.wl.to_device(batch, self.device))
+                sizes.append(_batch_size(batch))
+            self._diag_loss = BatchLoss(self.model, batches, self.wl.loss, sizes)
+            self._diag_sizes = sizes
+        return self._diag_loss
+
+    def _on_diagnostic_batches(self, measure, **kwargs):
+        """``measure(loss_fn, params, **kwargs)`` on the diagnostic batches, in eval mode."""
+        with S.eval_mode(self.model):
+            return measure(self._diagnostic_loss(), trainable_params(self.model), **kwargs)
+
+    def _difference_tracker(self):
+        if not self.diag["hessian_difference"]:
+            return None
+        return S.HessianDifference(self.diag["hessian_probes"], seed=self.cfg["seed"])
+
+    def _epoch_diagnostics(self) -> dict[str, float]:
+        if not self.diag["hessian_sensitivity"]:
+            return {}
+        value = self._on_diagnostic_batches(
+            S.hessian_sensitivity,
+            rho=self.diag["rho"],
+            samples=self.diag["sensitivity_samples"],
+            n_probes=self.diag["hessian_probes"],
+            seed=self.cfg["seed"],
+        )
+        return {"hessian_sensitivity": value}
+
+    def _sharpness(self) -> dict[str, float]:
+        loss_fn = self._diagnostic_loss()
+        d = self.diag
+        out = S.sharpness_metrics(
+            self.model,
+            self.wl.loss,
+            loss_fn.batches,
+            sizes=self._diag_sizes,
+            rho=d["rho"],
+            power_iters=d["power_iters"],
+            trace_probes=d["trace_probes"],
+            avg_samples=d["avg_samples"],
+            seed=self.cfg["seed"],
+        )
+        # The generalisation gap uses the whole training set (eval mode), like the val metrics.
+        loader = DataLoader(
+            self.train_ds,
+            batch_size=self.cfg["eval_batch_size"],
+            shuffle=False,
+            collate_fn=getattr(self.wl, "collate_fn", None),
+        )
+        train_eval = self.wl.evaluate(self.model, loader, self.device)
+        out["train_eval_loss"] = float(train_eval["val_loss"])
+        return out
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def _load_checkpoint(self) -> dict[str, Any] | None:
         if not self.ckpt_path:
             return None
         # A process killed while writing leaves its temporary file; the checkpoint is intact.
@@ -468,276 +800,7 @@ class _Trial:
             )
         return ckpt
 
-    def run(self) -> dict[str, Any]:
-        ckpt = self.load_checkpoint()
-        if ckpt is not None and ckpt.get("result") is not None:
-            result = ckpt["result"]
-            if _ended_for(result, ckpt["config"], self.cfg):
-                self.tracker.set_tags({"status": result["status"]})
-                self.tracker.finish(result["status"])
-                return dict(result)
-        self.tracker.log_params(flatten(self.cfg))
-        self.tracker.set_tags({"status": "running"})
-        previous_threads = torch.get_num_threads()
-        try:
-            if self.cfg["threads"] is not None:
-                torch.set_num_threads(self.cfg["threads"])
-            result = self._train(ckpt)
-        except Exception as exc:  # a trial records its failure; the caller decides what next
-            result = self._summary("failed")
-            result["error"] = f"{type(exc).__name__}: {exc}"
-            result["traceback"] = traceback.format_exc()
-        finally:
-            torch.set_num_threads(previous_threads)
-        self.tracker.set_tags({"status": result["status"]})
-        self.tracker.finish(result["status"])
-        return result
-
-    def _summary(self, status: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "status": status,
-            "epochs_completed": self.epoch,
-            "steps": self.steps,
-            "backward_passes": self.steps * self.passes_per_step,
-            "wall_time_s": self.wall_time,
-        }
-        if self.history:
-            out.update(self.history[-1])
-            out.update(_best_metrics(self.history))
-        out.update(extra or {})
-        # The summary's own counters win over the last epoch's copies of them.
-        out.update(
-            status=status,
-            epochs_completed=self.epoch,
-            steps=self.steps,
-            backward_passes=self.steps * self.passes_per_step,
-            wall_time_s=self.wall_time,
-        )
-        return out
-
-    def _loaders(self, device: torch.device):
-        cfg = self.cfg
-        train_ds, val_ds = self.wl.build_data(cfg)
-        self.train_ds = train_ds
-        self.loader_gen = torch.Generator()
-        self.loader_gen.manual_seed(cfg["seed"])
-        common = dict(
-            num_workers=cfg["num_workers"],
-            collate_fn=getattr(self.wl, "collate_fn", None),
-            pin_memory=device.type == "cuda",
-            persistent_workers=cfg["num_workers"] > 0,
-        )
-        train = DataLoader(
-            train_ds,
-            batch_size=cfg["batch_size"],
-            shuffle=True,
-            generator=self.loader_gen,
-            **common,
-        )
-        val = DataLoader(val_ds, batch_size=cfg["eval_batch_size"], shuffle=False, **common)
-        if len(train) == 0:
-            raise ValueError(f"workload {self.wl.name}: the training set is empty")
-        return train, val
-
-    def _diagnostic_loss(self, device: torch.device) -> BatchLoss:
-        """The fixed subset of training data the diagnostics use (first batches, unshuffled)."""
-        if self._diag_loss is None:
-            loader = DataLoader(
-                self.train_ds,
-                batch_size=self.cfg["batch_size"],
-                shuffle=False,
-                collate_fn=getattr(self.wl, "collate_fn", None),
-            )
-            batches, sizes = [], []
-            for i, batch in enumerate(loader):
-                if i >= self.diag["batches"]:
-                    break
-                batches.append(self.wl.to_device(batch, device))
-                sizes.append(_batch_size(batch))
-            self._diag_loss = BatchLoss(self.model, batches, self.wl.loss, sizes)
-            self._diag_sizes = sizes
-        return self._diag_loss
-
-    def _train(self, ckpt: Mapping[str, Any] | None) -> dict[str, Any]:
-        cfg = self.cfg
-        device = _pick_device(cfg["device"])
-        _seed_everything(cfg["seed"])
-        model = self.wl.build_model(cfg).to(device)
-        self.model = model
-        train_loader, val_loader = self._loaders(device)
-        opt = build_optimizer(cfg["optimizer"], model.parameters(), model=model, **self.hparams)
-        schedule = Schedule(cfg["schedule"], opt, cfg["epochs"], len(train_loader))
-        if ckpt is not None:
-            self._restore(ckpt, model, opt, schedule)
-            if ckpt["config"]["epochs"] != cfg["epochs"] and cfg["schedule"]["name"] == "cosine":
-                if cfg["schedule"]["total_epochs"] is None:
-                    warnings.warn(
-                        "continuing a cosine schedule with a new number of epochs changes its "
-                        "horizon; set schedule.total_epochs to keep it fixed",
-                        stacklevel=2,
-                    )
-
-        stop_reason = None
-        status = "finished"
-        while self.epoch < cfg["epochs"] and stop_reason is None:
-            start = time.perf_counter()
-            row, stop_reason = self._train_epoch(model, opt, schedule, train_loader, device)
-            if stop_reason == "diverged":
-                status = "diverged"
-            else:
-                with _autocast(cfg["precision"], device):
-                    row.update(self.wl.evaluate(model, val_loader, device))
-                row.update(self._epoch_diagnostics(device))
-            self.epoch += 1
-            self.wall_time += time.perf_counter() - start
-            row["wall_time_s"] = self.wall_time
-            row["backward_passes"] = self.steps * self.passes_per_step
-            self.history.append(row)
-            self.tracker.log_metrics(row, step=self.epoch)
-            if status == "diverged":
-                break
-            schedule.end_epoch(row)
-            time_up = cfg["time_limit_s"] is not None and self.wall_time >= cfg["time_limit_s"]
-            if stop_reason is None and time_up and self.epoch < cfg["epochs"]:
-                stop_reason = "time_limit"
-            if stop_reason is None and self.epoch < cfg["epochs"]:
-                self._save(model, opt, schedule, result=None)
-
-        extra: dict[str, Any] = {
-            "stopped_by_time_limit": stop_reason == "time_limit",
-            "stopped_by_backward_passes": stop_reason == "backward_passes",
-        }
-        if status == "finished" and self.diag["sharpness"]:
-            start = time.perf_counter()
-            extra.update(self._sharpness(model, device))
-            extra["gen_gap"] = self.history[-1]["val_loss"] - extra["train_eval_loss"]
-            self.wall_time += time.perf_counter() - start
-        result = self._summary(status, extra)
-        self._save(model, opt, schedule, result=result)
-        return result
-
-    def _train_epoch(self, model, opt, schedule, loader, device):
-        cfg = self.cfg
-        model.train()
-        sum_loss = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.float64, device=device)
-        bad = torch.zeros((), dtype=torch.bool, device=device)
-        count, count_t = 0, None
-        has_acc = False
-        # Divergence is checked on the host every step on the CPU (free) and every 50 steps on an
-        # accelerator, where each check is a device sync.
-        check_every = 1 if device.type == "cpu" else 50
-        spe = len(loader)
-        diff = self._difference_tracker()
-        diff_at = max(spe - self.diag["k"], 0)
-        lr = opt.param_groups[0]["lr"]
-        stop = None
-        for i, batch in enumerate(loader):
-            if diff is not None and i == diff_at:
-                with S.eval_mode(model):
-                    diff.record(self._diagnostic_loss(device), trainable_params(model))
-            batch = self.wl.to_device(batch, device)
-            lr = schedule.apply(self.steps, self.epoch)
-            first: dict[str, Any] = {}
-
-            def closure(batch=batch, first=first):
-                with _autocast(cfg["precision"], device):
-                    loss, stats = self.wl.loss(model, batch)
-                # Autocast may hand back a bf16 loss; the optimizers, the epoch mean and the
-                # divergence check all expect fp32.
-                loss = loss.float()
-                if not first:
-                    first["loss"], first["stats"] = loss.detach(), stats
-                return loss
-
-            opt.step(closure)
-            self.steps += 1
-            loss = first["loss"].double()
-            stats = first["stats"] or {}
-            n = stats.get("count", 1)
-            if isinstance(n, torch.Tensor):  # stays on the device: no sync per step
-                count_t = n.double() if count_t is None else count_t + n.double()
-                n = n.double()
-            else:
-                count += n
-            sum_loss += loss * n
-            if "correct" in stats:
-                has_acc = True
-                correct += stats["correct"]
-            bad |= ~torch.isfinite(loss) | (loss > cfg["max_loss"])
-            if (i + 1) % check_every == 0 or i + 1 == spe:
-                if bool(bad):
-                    stop = "diverged"
-                    break
-            budget = cfg["max_backward_passes"]
-            if budget is not None and self.steps * self.passes_per_step >= budget:
-                stop = "backward_passes"
-                break
-        if stop is None and bool(bad):
-            stop = "diverged"
-        if count_t is not None:
-            count += float(count_t)
-        row = {"train_loss": float(sum_loss) / max(count, 1), "lr": float(lr)}
-        if has_acc:
-            row["train_acc"] = float(correct) / max(count, 1)
-        if stop != "diverged":
-            if hasattr(opt, "diagnostics"):
-                row.update({k: float(v) for k, v in opt.diagnostics().items()})
-            if diff is not None and diff.previous is not None:
-                with S.eval_mode(model):
-                    row["hessian_difference"] = diff.difference(
-                        self._diagnostic_loss(device), trainable_params(model)
-                    )
-        return row, stop
-
-    def _difference_tracker(self):
-        if not self.diag["hessian_difference"]:
-            return None
-        return S.HessianDifference(self.diag["hessian_probes"], seed=self.cfg["seed"])
-
-    def _epoch_diagnostics(self, device) -> dict[str, float]:
-        if not self.diag["hessian_sensitivity"]:
-            return {}
-        loss_fn = self._diagnostic_loss(device)
-        with S.eval_mode(self.model):
-            value = S.hessian_sensitivity(
-                loss_fn,
-                trainable_params(self.model),
-                rho=self.diag["rho"],
-                samples=self.diag["sensitivity_samples"],
-                n_probes=self.diag["hessian_probes"],
-                seed=self.cfg["seed"],
-            )
-        return {"hessian_sensitivity": value}
-
-    def _sharpness(self, model, device) -> dict[str, float]:
-        loss_fn = self._diagnostic_loss(device)
-        d = self.diag
-        out = S.sharpness_metrics(
-            model,
-            self.wl.loss,
-            loss_fn.batches,
-            sizes=self._diag_sizes,
-            rho=d["rho"],
-            power_iters=d["power_iters"],
-            trace_probes=d["trace_probes"],
-            avg_samples=d["avg_samples"],
-            seed=self.cfg["seed"],
-        )
-        # The generalisation gap uses the whole training set (eval mode), like the val metrics.
-        loader = DataLoader(
-            self.train_ds,
-            batch_size=self.cfg["eval_batch_size"],
-            shuffle=False,
-            collate_fn=getattr(self.wl, "collate_fn", None),
-        )
-        train_eval = self.wl.evaluate(model, loader, device)
-        out["train_eval_loss"] = float(train_eval["val_loss"])
-        return out
-
-    # -- checkpoints ---------------------------------------------------------------------------
-
-    def _save(self, model, opt, schedule, result) -> None:
+    def _save(self, result: Mapping[str, Any] | None) -> None:
         if not self.ckpt_path:
             return
         state = {
@@ -747,19 +810,19 @@ class _Trial:
             "steps": self.steps,
             "wall_time_s": self.wall_time,
             "history": self.history,
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "schedule": schedule.state_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "schedule": self.schedule.state_dict(),
             "rng": _rng_states(),
             "loader_rng": self.loader_gen.get_state(),
             "result": result,
         }
         _atomic_save(state, self.ckpt_path)
 
-    def _restore(self, ckpt, model, opt, schedule) -> None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        schedule.load_state_dict(ckpt["schedule"])
+    def _restore(self, ckpt: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["schedule"])
         _set_rng_states(ckpt["rng"])
         self.loader_gen.set_state(ckpt["loader_rng"])
         self.epoch = int(ckpt["epoch"])
@@ -813,9 +876,7 @@ def run(
     its stored result, and one with a larger ``epochs`` continues training (see
     :mod:`sassha.schedules` for how schedules behave then).
     """
-    cfg = resolve_config(config)
-    trial = _Trial(cfg, tracker if tracker is not None else NullTracker(), checkpoint_dir)
-    return trial.run()
+    return Trial(config, tracker, checkpoint_dir).run()
 
 
 def _main() -> None:  # pragma: no cover - a convenience for `python -m sassha.trial CONFIG_JSON`

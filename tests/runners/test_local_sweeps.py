@@ -128,3 +128,23 @@ def test_workers_are_reused_and_replaced_after_a_crash(tmp_path):
     assert results["h2"]["status"] == "failed"
     pids = {r["pid"] for h, r in results.items() if h != "h2"}
     assert 2 <= len(pids) <= 3  # two workers, plus the one that replaced the crashed worker
+
+
+@pytest.mark.parametrize("crash", [False, True])
+def test_execute_trial_finishes_the_tracker_once(tmp_path, monkeypatch, crash):
+    """The trial finishes its tracker; execute_trial only does when the trial never ran."""
+    import runners.execute as execute
+    from sassha.tracking import MemoryTracker
+
+    tracker = MemoryTracker()
+    tracker.run_id = "run-1"
+    monkeypatch.setattr(execute, "_tracker", lambda job, trial_dir: tracker)
+    config = {"workload": "digits_cnn", "optimizer": "sgd", "epochs": 1}
+    config["data"] = {"num_train": 64, "num_val": 32}
+    if crash:
+        config["epochs"] = 0  # rejected by resolve_config: the trial never starts
+    job = {"hash": "h1", "config": config, "trial_dir": str(tmp_path / "t"), "tracking": {}}
+    result = execute.execute_trial(job)
+    assert result["status"] == ("failed" if crash else "finished"), result
+    assert tracker.finished == 1 and tracker.status == result["status"]
+    assert result["mlflow_run_id"] == "run-1"

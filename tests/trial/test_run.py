@@ -279,3 +279,40 @@ def test_optimizer_gets_converted_weight_decay_and_schedule_per_step(monkeypatch
     # Ten steps an epoch: the warm-up ends on step 10, then a half cosine over steps 11-20.
     lrs = [v for _, v in tracker.history("lr")]
     assert lrs == pytest.approx([0.08, 0.08 * 0.5 * (1 + math.cos(math.pi * 9 / 10))])
+
+
+def test_epochs_iterator_yields_logged_rows_and_ends_with_runs_result(tmp_path):
+    from sassha.trial import Trial
+
+    config = {**SMALL, "optimizer": "sam_sgd", "epochs": 3, "seed": 2}
+    tracker = MemoryTracker()
+    trial = Trial(config, tracker=tracker)
+    rows = []
+    for metrics in trial.epochs():
+        rows.append(dict(metrics))
+        assert trial.result is None  # the final metrics exist once the iterator is exhausted
+    assert [s for s, _ in tracker.metrics] == [1, 2, 3]
+    assert rows == [m for _, m in tracker.metrics]
+    assert rows[0]["train_loss"] > rows[-1]["train_loss"]
+    assert trial.result["status"] == "finished" and trial.result["epochs_completed"] == 3
+    assert _same(trial.result, run(config)) == {}
+    assert tracker.finished == 1 and tracker.status == "finished"
+
+
+def test_closing_the_iterator_early_leaves_a_resumable_trial(tmp_path):
+    from sassha.trial import Trial
+
+    config = {**SMALL, "optimizer": "sassha", "epochs": 3, "seed": 4, "lazy_hessian": 2}
+    reference = run(config, checkpoint_dir=tmp_path / "a")
+
+    tracker = MemoryTracker()
+    epochs = Trial(config, tracker=tracker, checkpoint_dir=tmp_path / "b").epochs()
+    first = next(epochs)
+    epochs.close()  # the consumer stops after one epoch (a pruned tuning point)
+    assert tracker.finished == 1 and tracker.status == "killed"
+    ckpt = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=False)
+    assert ckpt["epoch"] == 1 and ckpt["result"] is None
+    assert first["val_loss"] == ckpt["history"][0]["val_loss"]
+
+    resumed = run(config, checkpoint_dir=tmp_path / "b")
+    assert _same(resumed, reference) == {}
