@@ -320,19 +320,28 @@ class _Display:
 
     def on_result(self, job: dict, result: dict) -> None:
         status = str(result.get("status", "failed"))
-        self.counts[status if status in ("finished", "diverged") else "failed"] += 1
         self.ended.add(job["hash"])
         n = len(self.ended)
+        where = f"[{n}/{len(self.jobs)}]"
+        axes = f"{job['variant']} {_axes_text(job['axes'])} seed={job['seed']}"
+        if status == "held":
+            self.progress.console.print(
+                f"{where} held     {job['hash']} {axes}: running under {result.get('held_by')}"
+            )
+            return
+        if result.get("ended_elsewhere"):
+            self.progress.console.print(
+                f"{where} skipped  {job['hash']} {axes}: ended ({status}) in another process"
+            )
+            return
+        self.counts[status if status in ("finished", "diverged") else "failed"] += 1
         value = result.get(self.metric)
         extra = f" {self.metric}={_fmt(value)}" if value is not None else ""
         if status == "failed" and result.get("error"):
             extra += f" error: {str(result['error']).splitlines()[0][:200]}"
         took = result.get("wall_time_s")
         took_s = f" ({took:.1f}s)" if isinstance(took, int | float) else ""
-        self.progress.console.print(
-            f"[{n}/{len(self.jobs)}] {status:<8} {job['hash']} {job['variant']} "
-            f"{_axes_text(job['axes'])} seed={job['seed']}{extra}{took_s}"
-        )
+        self.progress.console.print(f"{where} {status:<8} {job['hash']} {axes}{extra}{took_s}")
         self.progress.update(self.task, description=self._describe(0))
 
 
@@ -361,43 +370,57 @@ def cmd_run(args) -> int:
         or (args.retry_failed and states[t.hash].state == "failed")
     ]
     out = _console()
+    uri = None if args.no_tracking else _tracking_uri(spec, args.tracking_uri)
     if counts["running"]:
-        out.print(f"{counts['running']} trials are running in another process; not started here")
+        out.print(_held_line(states, len(todo)))
     if not todo:
         failed = counts["failed"]
         note = "; rerun failed ones with --retry-failed" if failed else ""
         out.print(
             f"Nothing to run: all {len(trials)} trials of {spec.sweep_name} have ended "
             f"({counts['done']} finished, {counts['diverged']} diverged, {failed} failed{note})."
+            if not counts["running"]
+            else f"Nothing to run here: {counts['running']} trials of {spec.sweep_name} are "
+            "running in other processes, the others have ended."
         )
+        if uri is not None and not counts["running"]:
+            _end_parent(uri, spec, workdir, states, "failed" if failed else "finished")
         return EXIT_FAILED if failed else EXIT_OK
     try:
         backend = get_backend(name, **options)
     except (TypeError, ValueError, ImportError) as exc:
         raise UsageError(f"sweep: backend {name}: {exc}") from None
 
-    uri = None if args.no_tracking else _tracking_uri(spec, args.tracking_uri)
     parent_id = None
     tags_common: dict[str, Any] = {"sweep": spec.sweep_name, "sweep_role": "trial"}
     if spec.profile:
         tags_common["profile"] = spec.profile
     if uri is not None:
-        from runners.tracking import ensure_parent_run, git_sha
+        from runners.lease import locked
+        from runners.tracking import end_stale_runs, ensure_parent_run, git_sha
 
         sha = git_sha()
         tags_common["git_sha"] = sha
         try:
-            _, parent_id = ensure_parent_run(
-                uri,
-                spec.experiment,
-                spec.sweep_name,
-                tags={
-                    "spec_path": str(Path(spec.path).resolve()),
-                    "profile": spec.profile,
-                    "git_sha": sha,
-                    "metric": metric,
-                },
-            )
+            # One parent run however many processes start this sweep at once.
+            with locked(workdir):
+                _, parent_id = ensure_parent_run(
+                    uri,
+                    spec.experiment,
+                    spec.sweep_name,
+                    tags={
+                        "spec_path": str(Path(spec.path).resolve()),
+                        "profile": spec.profile,
+                        "git_sha": sha,
+                        "metric": metric,
+                    },
+                )
+                stale = end_stale_runs(uri, parent_id, _run_status(states))
+            if stale:
+                out.print(
+                    f"{len(stale)} MLflow runs left RUNNING by a process that died were marked "
+                    "KILLED; their trials run again"
+                )
         except Exception as exc:
             text = " ".join(str(exc).split())[:300]
             raise UsageError(f"sweep: tracking store {uri} unusable: {text}") from None
@@ -428,6 +451,7 @@ def cmd_run(args) -> int:
                 "variant": t.variant,
                 "seed": t.seed,
                 "axes": t.axes,
+                "retry_failed": bool(args.retry_failed),
                 "tracking": None
                 if uri is None
                 else {
@@ -455,9 +479,10 @@ def cmd_run(args) -> int:
         interrupted = True
     final = _states(trials, workdir)
     fc = Counter(s.state for s in final.values())
-    if uri is not None and parent_id is not None:
+    if uri is not None and parent_id is not None and (interrupted or not fc["running"]):
         from runners.tracking import finish_run
 
+        # The last process to finish a shared sweep ends its parent run.
         status = "killed" if interrupted else ("failed" if fc["failed"] else "finished")
         try:
             finish_run(uri, parent_id, status)
@@ -469,10 +494,49 @@ def cmd_run(args) -> int:
         f"{fc['failed']} failed, {fc['pending'] + fc['running']} not ended, of {len(trials)} "
         f"trials ({elapsed:.1f}s)"
     )
+    if fc["running"]:
+        out.print(_held_line(final, None))
     if interrupted:
         out.print("Interrupted: run the same command again to resume from the last checkpoints.")
         return EXIT_INTERRUPTED
     return EXIT_FAILED if fc["failed"] or fc["pending"] else EXIT_OK
+
+
+def _run_status(states) -> dict[str, str]:
+    """Trial hash -> how its MLflow run should stand (see ``tracking.end_stale_runs``)."""
+    names = {"done": "finished", "diverged": "diverged", "failed": "failed"}
+    return {h: names.get(st.state, st.state) for h, st in states.items()}
+
+
+def _held_line(states, taking: int | None) -> str:
+    """ "3 trials held by pid 1234 on host-a; taking the other 9" (holders grouped)."""
+    from runners.lease import describe
+
+    holders = Counter(describe(st.holder or {}) for st in states.values() if st.state == "running")
+    total = sum(holders.values())
+    if len(holders) == 1:
+        text = f"{total} trials held by {next(iter(holders))}"
+    else:
+        held = ", ".join(f"{n} by {who}" for who, n in holders.most_common())
+        text = f"{total} trials held ({held})"
+    if taking is None:
+        return text + "; they end in those processes"
+    return text + (f"; taking the other {taking}" if taking else "; none left to take")
+
+
+def _end_parent(uri: str, spec, workdir: Path, states, status: str) -> None:
+    """End a parent run left RUNNING (and its stale children) when nothing is left to run."""
+    from runners.lease import locked
+    from runners.tracking import end_stale_runs, find_parent_run, finish_run
+
+    try:
+        with locked(workdir):
+            parent_id = find_parent_run(uri, spec.experiment, spec.sweep_name)
+            if parent_id is not None:
+                end_stale_runs(uri, parent_id, _run_status(states))
+                finish_run(uri, parent_id, status)
+    except Exception as exc:  # the trials' outcome stands; say why the store was not updated
+        print(f"sweep: could not end the parent run in {uri}: {exc}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- tune, report, check

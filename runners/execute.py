@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
 import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from runners.lease import LEASE_FILE, Lease, describe
 from runners.tracking import _atomic_write
 
 # Per-trial-unique or machine-specific values are not MLflow params (they would make every
 # run's params differ and hide the ones that matter in comparisons).
 PARAM_EXCLUDE = ("data_root", "checkpoint_dir", "trial_dir", "tracking", "hash", "device")
 RESULT_FILE = "result.json"
-RUNNING_FILE = "running.json"
+RUNNING_FILE = LEASE_FILE
 PROGRESS_FILE = "progress.json"
 CONFIG_FILE = "config.json"
 
@@ -73,7 +72,6 @@ class _ProgressTracker:
         if step is not None:
             self.last = {"epoch": int(step), "metrics": dict(metrics), "time": time.time()}
             write_json(self.trial_dir / PROGRESS_FILE, self.last)
-            (self.trial_dir / RUNNING_FILE).touch(exist_ok=True)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self.inner is not None:
@@ -114,24 +112,44 @@ def _tracker(job: Mapping[str, Any], trial_dir: Path):
     return tracker
 
 
+def _read_result(trial_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((trial_dir / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def execute_trial(job: dict) -> dict:
     """Run (or resume) one trial and return its result; never raises for a trial's own failure.
 
     ``job`` = ``{"hash", "config", "trial_dir", "tracking": {"uri", "experiment",
-    "parent_run_id", "tags"}}`` (``tracking`` may be None: no MLflow). The result (the trial's
-    final metrics plus ``status``, ``hash``, ``wall_time_s``) is also written atomically to
-    ``trial_dir/result.json``.
+    "parent_run_id", "tags"}, "retry_failed"}`` (``tracking`` may be None: no MLflow). The
+    result (the trial's final metrics plus ``status``, ``hash``, ``wall_time_s``) is also written
+    atomically to ``trial_dir/result.json``.
+
+    The trial runs only under its lease (``runners.lease``): if another process holds it, the
+    result is ``{"status": "held", "held_by": "pid N on host"}`` and nothing runs; if the trial
+    ended in another process since it was planned, that result comes back with
+    ``ended_elsewhere`` set (a failed one is run again when ``retry_failed`` is set).
     """
     trial_dir = Path(job["trial_dir"])
-    trial_dir.mkdir(parents=True, exist_ok=True)
+    lease, holder = Lease.acquire(trial_dir)
+    if lease is None:
+        return {"status": "held", "hash": job["hash"], "held_by": describe(holder or {})}
+    try:
+        ended = _read_result(trial_dir)
+        if ended is not None and not (job.get("retry_failed") and ended.get("status") == "failed"):
+            return _jsonable({**ended, "ended_elsewhere": True})
+        return _execute(job, trial_dir)
+    finally:
+        lease.release()
+
+
+def _execute(job: dict, trial_dir: Path) -> dict:
     config = dict(job["config"])
     if not (trial_dir / CONFIG_FILE).exists():
         write_json(trial_dir / CONFIG_FILE, config)
     (trial_dir / RESULT_FILE).unlink(missing_ok=True)
-    write_json(
-        trial_dir / RUNNING_FILE,
-        {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()},
-    )
     start = time.time()
     wrapped = _ProgressTracker(None, trial_dir)
     try:
@@ -143,7 +161,6 @@ def execute_trial(job: dict) -> dict:
     except KeyboardInterrupt:
         if not wrapped.finished:
             wrapped.finish("killed")
-        (trial_dir / RUNNING_FILE).unlink(missing_ok=True)
         raise
     except Exception as exc:
         result = {
@@ -161,5 +178,4 @@ def execute_trial(job: dict) -> dict:
     result["hash"] = job["hash"]
     result["wall_time_s"] = time.time() - start
     write_json(trial_dir / RESULT_FILE, result)
-    (trial_dir / RUNNING_FILE).unlink(missing_ok=True)
     return _jsonable(result)

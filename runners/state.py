@@ -1,20 +1,20 @@
 """A sweep's working folder and the state of each trial in it, read from files only.
 
 ``runs/<sweep>/trials/<hash>/``: ``config.json`` (resolved config), ``checkpoint*`` (written by
-the trial), ``progress.json`` (last epoch logged), ``running.json`` (while a process runs it),
-``result.json`` (final metrics and status, written last and atomically), ``mlflow_run_id``.
+the trial), ``progress.json`` (last epoch logged), ``running.json`` (the lease of the process
+running it, see ``runners.lease``), ``result.json`` (final metrics and status, written last
+and atomically), ``mlflow_run_id``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runners.execute import PROGRESS_FILE, RESULT_FILE, RUNNING_FILE
+from runners.execute import PROGRESS_FILE, RESULT_FILE
+from runners.lease import is_live, read_lease
 
 STATES = ("done", "diverged", "failed", "running", "pending")
 
@@ -34,24 +34,13 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _alive(info: dict[str, Any] | None) -> bool:
-    if not info:
-        return False
-    if info.get("host") != socket.gethostname():
-        return True  # another machine's process: trust the marker
-    try:
-        os.kill(int(info["pid"]), 0)
-    except (OSError, KeyError, ValueError, TypeError):
-        return False
-    return True
-
-
 @dataclass
 class TrialState:
     state: str  # one of STATES
     epoch: int | None  # last epoch logged (None if none yet)
     metrics: dict[str, Any]  # final metrics if ended, else the last epoch's
     result: dict[str, Any] | None
+    holder: dict[str, Any] | None = None  # the live lease of a running trial
 
 
 def trial_state(path: Path) -> TrialState:
@@ -62,6 +51,7 @@ def trial_state(path: Path) -> TrialState:
         status = result.get("status", "failed")
         state = {"finished": "done", "diverged": "diverged"}.get(status, "failed")
         return TrialState(state, epoch, result, result)
-    running = _read(path / RUNNING_FILE) if (path / RUNNING_FILE).exists() else None
-    state = "running" if _alive(running) else "pending"
-    return TrialState(state, epoch, progress.get("metrics") or {}, None)
+    lease = read_lease(path)
+    if is_live(lease):
+        return TrialState("running", epoch, progress.get("metrics") or {}, None, lease)
+    return TrialState("pending", epoch, progress.get("metrics") or {}, None)

@@ -55,11 +55,34 @@ def with_retry(fn: Callable[[], T], *, attempts: int = 12, base_delay: float = 0
     raise AssertionError("unreachable")
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for any other store)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :])
+    return None
+
+
+_READY: set[str] = set()
+
+
 def client(uri: str):
+    """An ``MlflowClient`` on ``uri``. The first use of a SQLite store in a process creates or
+    migrates it under a lock file beside the database: MLflow's own creation is not safe when
+    several processes open a fresh store at once ("table experiments already exists",
+    "Online migration expected to match one row")."""
     import mlflow
 
     _quiet_mlflow()
-    return mlflow.MlflowClient(tracking_uri=uri)
+    db = sqlite_path(uri)
+    if db is None or uri in _READY:
+        return mlflow.MlflowClient(tracking_uri=uri)
+    from runners.lease import locked
+
+    with locked(db.with_name(db.name + ".lock")):
+        mc = mlflow.MlflowClient(tracking_uri=uri)
+        with_retry(lambda: mc.search_experiments(max_results=1))
+    _READY.add(uri)
+    return mc
 
 
 def git_sha(path: str | Path | None = None) -> str | None:
@@ -118,13 +141,20 @@ def get_or_create_experiment(mc, name: str, artifact_root: str | None = None) ->
 
 def _artifact_root(uri: str) -> str | None:
     """Artifacts of a local SQLite store go beside the database file (``mlartifacts/``)."""
-    if uri.startswith("sqlite:///"):
-        return str(Path(uri[len("sqlite:///") :]).parent / "mlartifacts")
-    return None
+    db = sqlite_path(uri)
+    return str(db.parent / "mlartifacts") if db is not None else None
 
 
-def find_runs(mc, experiment_id: str, tags: Mapping[str, str], max_results: int = 1000):
+def find_runs(
+    mc,
+    experiment_id: str,
+    tags: Mapping[str, str],
+    max_results: int = 1000,
+    status: str | None = None,
+):
     clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+    if status:
+        clauses.append(f"attributes.status = '{status}'")
     return with_retry(
         lambda: mc.search_runs([experiment_id], " and ".join(clauses), max_results=max_results)
     )
@@ -154,6 +184,46 @@ def ensure_parent_run(
         run_id = run.info.run_id
     set_tags(mc, run_id, all_tags)
     return exp_id, run_id
+
+
+def find_parent_run(uri: str, experiment: str, sweep: str, role: str = "parent") -> str | None:
+    """The id of the sweep's parent run, without creating a store, experiment or run."""
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        return None
+    mc = client(uri)
+    exp = with_retry(lambda: mc.get_experiment_by_name(experiment))
+    if exp is None:
+        return None
+    found = find_runs(mc, exp.experiment_id, {"sweep": sweep, "sweep_role": role})
+    return found[0].info.run_id if found else None
+
+
+def end_stale_runs(uri: str, parent_run_id: str, trial_status: Mapping[str, str]) -> list[str]:
+    """End the child runs left RUNNING by a process that died. ``trial_status`` maps a trial
+    hash to ``running`` (a live lease: left alone), to how the trial ended (``finished``,
+    ``diverged``, ``failed``: the run is closed so), or to anything else: KILLED, and the trial,
+    queued again, reopens the same run. Returns the hashes of the runs ended."""
+    mc = client(uri)
+    parent = with_retry(lambda: mc.get_run(parent_run_id))
+    found = find_runs(
+        mc,
+        parent.info.experiment_id,
+        {"mlflow.parentRunId": parent_run_id},
+        status="RUNNING",
+    )
+    ended = []
+    for run in found:
+        trial = run.data.tags.get("trial_hash")
+        status = trial_status.get(trial or "", "killed")
+        if status == "running":
+            continue
+        if status not in _STATUS:
+            status = "killed"
+        set_tags(mc, run.info.run_id, {"status": status})
+        with_retry(lambda r=run, s=_STATUS[status]: mc.set_terminated(r.info.run_id, status=s))
+        ended.append(trial or run.info.run_id)
+    return ended
 
 
 def finish_run(uri: str, run_id: str, status: str) -> None:
