@@ -70,7 +70,10 @@ class _ProgressTracker:
         if self.inner is not None:
             self.inner.log_metrics(metrics, step)
         if step is not None:
-            self.last = {"epoch": int(step), "metrics": dict(metrics), "time": time.time()}
+            merged = dict(metrics)
+            if self.last.get("epoch") == int(step):  # the final summary joins its epoch's row
+                merged = {**self.last["metrics"], **merged}
+            self.last = {"epoch": int(step), "metrics": merged, "time": time.time()}
             write_json(self.trial_dir / PROGRESS_FILE, self.last)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:

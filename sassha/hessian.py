@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 __all__ = [
     "BatchLoss",
+    "Estimate",
+    "dominant_eigenvalue",
+    "trace_estimate",
     "dot",
     "gradient",
     "hvp",
@@ -185,6 +189,49 @@ def seeded_generator(seed: int) -> torch.Generator:
 # -- eigenvalues ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """An iterative estimate and how far it got.
+
+    ``iters``: Hessian-vector products used. ``rel_change``: the relative change of the estimate
+    at the last iteration (the stopping quantity). ``converged``: whether ``rel_change`` fell
+    to the tolerance before the iteration cap. ``rel_stderr`` (trace only): the standard error
+    of the probe mean over its magnitude, the estimate's own statistical uncertainty.
+    """
+
+    value: float
+    iters: int
+    rel_change: float
+    converged: bool
+    rel_stderr: float = float("nan")
+
+
+def _relative_change(new: float, old: float) -> float:
+    # PyHessian's criterion, |new - old| / (|old| + 1e-6), so an estimate near 0 still stops.
+    return abs(new - old) / (abs(old) + 1e-6)
+
+
+def _power(loss_fn, params, iters, tol, seed, deflate) -> tuple[Estimate, Vectors]:
+    params = list(params)
+    gen = seeded_generator(seed)
+    v = _orthogonalize(random_vectors(params, gen), deflate)
+    v = _scale(v, 1.0 / max(norm(v), 1e-30))
+    eig, change, i = 0.0, float("inf"), 0
+    for i in range(1, max(int(iters), 1) + 1):
+        hv = _orthogonalize(hvp(loss_fn, params, v), deflate)
+        new_eig = dot(v, hv)
+        hv_norm = norm(hv)
+        if hv_norm == 0.0:
+            return Estimate(0.0, i, 0.0, True), v
+        v = _scale(hv, 1.0 / hv_norm)
+        if i > 1:
+            change = _relative_change(new_eig, eig)
+        eig = new_eig
+        if change <= tol:
+            break
+    return Estimate(eig, i, change, change <= tol), v
+
+
 def power_iteration(
     loss_fn,
     params: Sequence[Tensor],
@@ -199,26 +246,21 @@ def power_iteration(
     Returns the Rayleigh quotient ``v^T H v`` and the unit eigenvector. Power iteration converges
     to the eigenvalue of largest *magnitude*; near a minimum (where sharpness is measured) that is
     the largest positive one, which is what the paper's lambda_max means. Stops when the relative
-    change of the estimate falls below ``tol``. ``deflate`` holds unit vectors whose span is
-    projected out on every iteration (used by :func:`top_eigenpairs`).
+    change of the estimate falls below ``tol`` (at most ``iters`` products). ``deflate`` holds
+    unit vectors whose span is projected out on every iteration (used by :func:`top_eigenpairs`).
     """
-    params = list(params)
-    gen = seeded_generator(seed)
-    v = _orthogonalize(random_vectors(params, gen), deflate)
-    v = _scale(v, 1.0 / max(norm(v), 1e-30))
-    eig = 0.0
-    for i in range(max(int(iters), 1)):
-        hv = _orthogonalize(hvp(loss_fn, params, v), deflate)
-        new_eig = dot(v, hv)
-        hv_norm = norm(hv)
-        if hv_norm == 0.0:
-            return 0.0, v
-        v = _scale(hv, 1.0 / hv_norm)
-        if i > 0 and abs(new_eig - eig) <= tol * (abs(eig) + 1e-12):
-            eig = new_eig
-            break
-        eig = new_eig
-    return eig, v
+    est, v = _power(loss_fn, params, iters, tol, seed, deflate)
+    return est.value, v
+
+
+def dominant_eigenvalue(
+    loss_fn, params: Sequence[Tensor], max_iters: int = 100, tol: float = 1e-3, seed: int = 0
+) -> Estimate:
+    """lambda_max as PyHessian computes it: power iteration from a Gaussian start until the
+    Rayleigh quotient changes by at most ``tol`` (relative), capped at ``max_iters`` products
+    (PyHessian's defaults: 100 and 1e-3)."""
+    est, _ = _power(loss_fn, params, max_iters, tol, seed, ())
+    return est
 
 
 def top_eigenpairs(
@@ -259,6 +301,40 @@ def hutchinson_trace(
         z = random_vectors(params, gen, "rademacher")
         total += dot(z, hvp(loss_fn, params, z))
     return total / int(n_probes)
+
+
+def trace_estimate(
+    loss_fn,
+    params: Sequence[Tensor],
+    max_probes: int = 100,
+    tol: float = 1e-3,
+    seed: int = 0,
+    min_probes: int = 2,
+) -> Estimate:
+    """tr(H) as PyHessian computes it: Hutchinson probes (Rademacher) until the running mean
+    changes by at most ``tol`` (relative) from one probe to the next, capped at ``max_probes``
+    (PyHessian's defaults: 100 and 1e-3). The same probes as :func:`hutchinson_trace` for a seed.
+    """
+    params = list(params)
+    gen = seeded_generator(seed)
+    samples: list[float] = []
+    mean, change = 0.0, float("inf")
+    for _ in range(max(int(max_probes), 1)):
+        z = random_vectors(params, gen, "rademacher")
+        samples.append(dot(z, hvp(loss_fn, params, z)))
+        new_mean = math.fsum(samples) / len(samples)
+        if len(samples) > 1:
+            change = _relative_change(new_mean, mean)
+        mean = new_mean
+        if len(samples) >= min_probes and change <= tol:
+            break
+    n = len(samples)
+    if n > 1:
+        var = math.fsum((x - mean) ** 2 for x in samples) / (n - 1)
+        stderr = math.sqrt(var / n) / max(abs(mean), 1e-12)
+    else:
+        stderr = float("nan")
+    return Estimate(mean, n, change, change <= tol, stderr)
 
 
 def hutchinson_diagonal(

@@ -4,8 +4,9 @@ All measures use a fixed list of training batches with the model in eval mode (B
 running statistics, dropout is off), so they are deterministic functions of the weights and a seed
 and never disturb training (probes come from their own generator; weights are restored bitwise).
 
-- ``lambda_max``: top Hessian eigenvalue by power iteration.
-- ``hessian_trace``: Hutchinson's estimate of tr(H).
+- ``lambda_max``: top Hessian eigenvalue by power iteration, run to a relative tolerance as
+  PyHessian (Yao et al., 2020, which the paper cites) does.
+- ``hessian_trace``: Hutchinson's estimate of tr(H), probes added until the running mean settles.
 - ``worst_sharpness``: L(w + rho g/||g||) - L(w), the first-order worst case in a rho-ball.
 - ``avg_sharpness``: mean over Gaussian z of L(w + rho z/||z||) - L(w).
 - :func:`hessian_sensitivity` (eq. 7): max over Gaussian directions d of
@@ -145,23 +146,41 @@ def sharpness_metrics(
     *,
     sizes: Sequence[int] | None = None,
     rho: float = 0.1,
-    power_iters: int = 20,
+    power_iters: int = 100,
     power_tol: float = 1e-3,
-    trace_probes: int = 10,
+    trace_probes: int = 100,
+    trace_tol: float = 1e-3,
     avg_samples: int = 10,
     seed: int = 0,
 ) -> dict[str, float]:
-    """``lambda_max``, ``hessian_trace``, ``worst_sharpness``, ``avg_sharpness`` and the
-    diagnostic loss itself (``sharpness_base_loss``), on ``batches`` in eval mode."""
+    """The sharpness block of Tables 1/7 on ``batches`` in eval mode.
+
+    ``lambda_max`` and ``hessian_trace`` follow PyHessian (power iteration, Hutchinson), each run
+    to its relative tolerance (``power_tol``, ``trace_tol``) or its cap (``power_iters``,
+    ``trace_probes``); beside each come the products used (``*_iters``), the last relative change
+    (``*_rel_change``), whether it reached the tolerance (``*_converged``, 1/0) and, for the
+    trace, the relative standard error of the probe mean. Also ``worst_sharpness``,
+    ``avg_sharpness``, the diagnostic loss itself (``sharpness_base_loss``) and the number of
+    examples measured on (``sharpness_examples``).
+    """
     loss_fn = H.BatchLoss(model, batches, loss, sizes)
     params = H.trainable_params(model)
     with eval_mode(model):
         base = loss_at(loss_fn)
-        lam, _ = H.power_iteration(loss_fn, params, iters=power_iters, tol=power_tol, seed=seed)
+        lam = H.dominant_eigenvalue(loss_fn, params, power_iters, power_tol, seed=seed)
+        tr = H.trace_estimate(loss_fn, params, trace_probes, trace_tol, seed=seed)
         out = {
             "sharpness_base_loss": base,
-            "lambda_max": lam,
-            "hessian_trace": H.hutchinson_trace(loss_fn, params, trace_probes, seed=seed),
+            "sharpness_examples": float(sum(sizes) if sizes is not None else len(batches)),
+            "lambda_max": lam.value,
+            "lambda_max_iters": float(lam.iters),
+            "lambda_max_rel_change": lam.rel_change,
+            "lambda_max_converged": float(lam.converged),
+            "hessian_trace": tr.value,
+            "hessian_trace_iters": float(tr.iters),
+            "hessian_trace_rel_change": tr.rel_change,
+            "hessian_trace_rel_stderr": tr.rel_stderr,
+            "hessian_trace_converged": float(tr.converged),
             "worst_sharpness": worst_sharpness(loss_fn, params, rho),
             "avg_sharpness": avg_sharpness(loss_fn, params, rho, avg_samples, seed=seed),
         }

@@ -221,7 +221,12 @@ def test_budgets_stop_early_as_finished(tmp_path):
     assert timed["status"] == "finished" and timed["stopped_by_time_limit"]
     assert timed["epochs_completed"] == 1
     records = read_json_log(log)
-    assert [r["type"] for r in records] == ["params", "tags", "metrics", "tags", "finish"]
+    # params, running, the epoch, the summary at the same final step, status, finish
+    assert [r["type"] for r in records] == [
+        "params", "tags", "metrics", "metrics", "tags", "finish"
+    ]  # fmt: skip
+    summary = records[3]
+    assert summary["step"] == 1 and summary["metrics"]["epochs_completed"] == 1
     # The same limit again: the stored result; a lifted limit: training goes on, exactly.
     assert run({**config, "time_limit_s": 1e-6}, checkpoint_dir=tmp_path) == timed
     lifted = run(config, checkpoint_dir=tmp_path)
@@ -252,6 +257,21 @@ def test_diagnostics_are_logged(tmp_path):
     for key in ("hessian_sensitivity", "hessian_difference"):
         values = [v for _, v in tracker.history(key)]
         assert len(values) == 2 and all(v > 0 and math.isfinite(v) for v in values), key
+    # The sharpness block and its convergence reach the tracker once, at the final step.
+    for key in (
+        "lambda_max",
+        "hessian_trace",
+        "worst_sharpness",
+        "avg_sharpness",
+        "gen_gap",
+        "train_eval_loss",
+        "lambda_max_iters",
+        "hessian_trace_iters",
+        "best_val_acc",
+    ):
+        assert tracker.history(key) == [(2, pytest.approx(result[key]))], key
+    assert 1 <= result["lambda_max_iters"] <= 5 and 2 <= result["hessian_trace_iters"] <= 2
+    assert result["sharpness_examples"] == 2 * resolve_config(config)["batch_size"]
     # Diagnostics never change the training trajectory.
     plain = run({**config, "diagnostics": {}})
     for key in ("train_loss", "val_loss", "val_acc", "update_norm"):

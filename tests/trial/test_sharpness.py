@@ -133,3 +133,62 @@ def test_hessian_sensitivity_and_difference():
     assert sens > 0
     with pytest.raises(RuntimeError, match="before record"):
         diff.difference(quart, [w])
+
+
+def _quadratic(matrix):
+    w = torch.randn(matrix.shape[0], dtype=torch.float64, requires_grad=True)
+    return (lambda: 0.5 * w @ matrix @ w), [w]
+
+
+def _spd(eigenvalues, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(len(eigenvalues), len(eigenvalues), generator=gen).double())
+    return q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.T
+
+
+def test_dominant_eigenvalue_runs_to_its_tolerance_on_a_known_hessian():
+    eigs = [10.0, 5.0, 2.0, 1.0, 0.5, 0.1]
+    loss_fn, params = _quadratic(_spd(eigs))
+    est = H.dominant_eigenvalue(loss_fn, params, max_iters=500, tol=1e-8, seed=0)
+    assert est.converged and est.rel_change <= 1e-8
+    assert est.value == pytest.approx(10.0, rel=1e-6)
+    # The error of a Rayleigh quotient shrinks like (5/10)^(2i): ~15 products reach 1e-8.
+    assert 10 <= est.iters <= 40
+    loose = H.dominant_eigenvalue(loss_fn, params, max_iters=500, tol=1e-2, seed=0)
+    assert loose.converged and loose.iters < est.iters
+    assert loose.value == pytest.approx(10.0, rel=2e-2)
+    # An eigengap of 1% does not close in 3 products: the cap stops it, and says so.
+    loss_fn, params = _quadratic(_spd([1.0, 0.99, 0.5]))
+    capped = H.dominant_eigenvalue(loss_fn, params, max_iters=3, tol=1e-9, seed=0)
+    assert capped.iters == 3 and not capped.converged and capped.rel_change > 1e-9
+
+
+def test_trace_estimate_stops_when_the_running_mean_settles():
+    # Diagonal Hessian: z^T H z = tr(H) for every Rademacher z, so two probes settle exactly.
+    loss_fn, params = _quadratic(torch.diag(torch.tensor([3.0, 1.0, 0.5, 2.0]).double()))
+    exact = H.trace_estimate(loss_fn, params, max_probes=100, tol=1e-3, seed=0)
+    assert exact.value == pytest.approx(6.5, rel=1e-12)
+    assert exact.iters == 2 and exact.converged and exact.rel_stderr == pytest.approx(0.0)
+    # A dense Hessian: the probes scatter; the estimate is within a few standard errors of tr(H).
+    matrix = _spd([4.0, 3.0, 2.0, 1.0, 1.0, 0.5, 0.2, 0.1], seed=1)
+    loss_fn, params = _quadratic(matrix)
+    est = H.trace_estimate(loss_fn, params, max_probes=400, tol=1e-3, seed=0)
+    truth = torch.trace(matrix).item()
+    assert est.converged and 2 < est.iters < 400
+    assert abs(est.value - truth) <= 4 * est.rel_stderr * abs(est.value)
+    # The fixed-count estimator sees the same probes: equal after as many.
+    same = H.hutchinson_trace(loss_fn, params, n_probes=est.iters, seed=0)
+    assert same == pytest.approx(est.value, rel=1e-12)
+    capped = H.trace_estimate(loss_fn, params, max_probes=3, tol=1e-9, seed=0)
+    assert capped.iters == 3 and not capped.converged
+
+
+def test_sharpness_metrics_report_iterations_and_convergence():
+    model, batches, loss, x, y = _model_and_data()
+    out = S.sharpness_metrics(model, loss, batches, sizes=[16, 16], seed=0)
+    assert out["sharpness_examples"] == 32
+    assert 2 <= out["lambda_max_iters"] <= 100 and 2 <= out["hessian_trace_iters"] <= 100
+    for key in ("lambda_max", "hessian_trace"):
+        converged = out[f"{key}_rel_change"] <= 1e-3
+        assert out[f"{key}_converged"] == float(converged), key
+    assert out["hessian_trace_rel_stderr"] > 0
