@@ -311,8 +311,11 @@ def test_epochs_iterator_yields_logged_rows_and_ends_with_runs_result(tmp_path):
     for metrics in trial.epochs():
         rows.append(dict(metrics))
         assert trial.result is None  # the final metrics exist once the iterator is exhausted
-    assert [s for s, _ in tracker.metrics] == [1, 2, 3]
-    assert rows == [m for _, m in tracker.metrics]
+    # the three epochs, then the summary numbers no epoch logged, at the final step
+    assert [s for s, _ in tracker.metrics] == [1, 2, 3, 3]
+    assert rows == [m for _, m in tracker.metrics[:3]]
+    assert not set(tracker.metrics[3][1]) & set(rows[-1])
+    assert tracker.metrics[3][1]["best_val_acc"] == trial.result["best_val_acc"]
     assert rows[0]["train_loss"] > rows[-1]["train_loss"]
     assert trial.result["status"] == "finished" and trial.result["epochs_completed"] == 3
     assert _same(trial.result, run(config)) == {}
