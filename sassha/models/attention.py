@@ -14,14 +14,27 @@ from torch import nn
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, *, causal: bool = False, max_len: int = 0):
+    """``score_scale`` multiplies the usual ``1 / sqrt(head_dim)`` (GPT-2's
+    ``scale_attn_by_inverse_layer_idx`` passes ``1 / (layer index + 1)``)."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        causal: bool = False,
+        max_len: int = 0,
+        bias: bool = True,
+        score_scale: float = 1.0,
+    ):
         super().__init__()
         if dim % heads != 0:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         self.heads = int(heads)
         self.head_dim = dim // heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.proj = nn.Linear(dim, dim, bias=bias)
+        self.scale = float(score_scale) / math.sqrt(self.head_dim)
         self.causal = causal
         if causal:
             mask = torch.tril(torch.ones(max_len, max_len, dtype=torch.bool))
@@ -30,7 +43,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+        scores = (q @ k.transpose(-2, -1)) * self.scale
         if self.causal:
             scores = scores.masked_fill(~self.mask[:, :, :t, :t], float("-inf"))
         attn = torch.softmax(scores, dim=-1)
@@ -39,10 +52,10 @@ class SelfAttention(nn.Module):
 
 
 class MLPBlock(nn.Module):
-    def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0, *, bias: bool = True):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc1 = nn.Linear(dim, hidden, bias=bias)
+        self.fc2 = nn.Linear(hidden, dim, bias=bias)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x):
@@ -50,14 +63,30 @@ class MLPBlock(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LayerNorm block: x + attn(LN(x)), then x + MLP(LN(x))."""
+    """Pre-LayerNorm block: x + attn(LN(x)), then x + MLP(LN(x)).
 
-    def __init__(self, dim, heads, mlp_dim, *, causal=False, max_len=0, dropout=0.0):
+    ``bias=False`` drops the biases of every linear layer and LayerNorm (nanoGPT's GPT-2).
+    """
+
+    def __init__(
+        self,
+        dim,
+        heads,
+        mlp_dim,
+        *,
+        causal=False,
+        max_len=0,
+        dropout=0.0,
+        bias=True,
+        score_scale=1.0,
+    ):
         super().__init__()
-        self.ln1 = nn.LayerNorm(dim)
-        self.attn = SelfAttention(dim, heads, causal=causal, max_len=max_len)
-        self.ln2 = nn.LayerNorm(dim)
-        self.mlp = MLPBlock(dim, mlp_dim, dropout)
+        self.ln1 = nn.LayerNorm(dim, bias=bias)
+        self.attn = SelfAttention(
+            dim, heads, causal=causal, max_len=max_len, bias=bias, score_scale=score_scale
+        )
+        self.ln2 = nn.LayerNorm(dim, bias=bias)
+        self.mlp = MLPBlock(dim, mlp_dim, dropout, bias=bias)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x):

@@ -11,6 +11,8 @@ from .distributed import GradientAverager
 from .hutchinson import HVP_METHODS
 from .registry import REGISTRY, OptimizerSpec, build_optimizer, get_spec
 from .sassha import MSASSHA, SASSHA, HessianPreconditioned
+from .sophia_g import SophiaG
+from .splus import SPlus
 
 __all__ = [
     "HVP_METHODS",
@@ -19,12 +21,14 @@ __all__ = [
     "SAM",
     "SASSHA",
     "SGD",
+    "SPlus",
     "AdaHessian",
     "AdamW",
     "GradientAverager",
     "HessianPreconditioned",
     "OptimizerSpec",
     "Shampoo",
+    "SophiaG",
     "SophiaH",
     "build_optimizer",
     "get_spec",

@@ -19,6 +19,8 @@ import torch
 
 from .baselines import SAM, SGD, AdaHessian, AdamW, SophiaH
 from .sassha import MSASSHA, SASSHA
+from .sophia_g import SophiaG
+from .splus import SPlus
 from .validation import check_hparams
 
 
@@ -286,6 +288,57 @@ _register(
         _passes=lambda h: 1.0,
         _evals=lambda h: 1,
         description="Shampoo from pytorch-optimizer",
+    )
+)
+
+_register(
+    OptimizerSpec(
+        name="sophia_g",
+        factory=SophiaG,
+        # lr, betas, weight_decay, clip_threshold and k are the authors' GPT-2 small config;
+        # eps is their script's; bs is set by the trial (examples or tokens per step).
+        defaults=dict(
+            lr=6e-4,
+            betas=(0.965, 0.99),
+            weight_decay=0.2,
+            clip_threshold=0.05,
+            lazy_hessian=10,
+            eps=1e-15,
+            bs=1,
+            foreach=None,
+        ),
+        weight_decay_mode="decoupled",
+        uses_hessian=False,
+        perturbs=False,
+        takes_model=False,
+        # every iteration differentiates one closure: a step, or the sampled-label refresh
+        _passes=lambda h: 1.0,
+        _evals=lambda h: 1,
+        description="Sophia-G (Gauss-Newton-Bartlett estimate) as the authors' GPT-2 loop runs it",
+    )
+)
+_register(
+    OptimizerSpec(
+        name="splus",
+        factory=SPlus,
+        # the authors' GPT-2 small config (lr, betas, weight_decay, eps) over SPlus's defaults
+        defaults=dict(
+            lr=0.3,
+            betas=(0.9, 0.95),
+            weight_decay=1e-4,
+            ema_rate=0.999,
+            inverse_every=100,
+            eps=1e-30,
+            max_dim=10000,
+            nonstandard_constant=1e-3,
+        ),
+        weight_decay_mode="decoupled",
+        uses_hessian=False,
+        perturbs=False,
+        takes_model=False,
+        _passes=lambda h: 1.0,
+        _evals=lambda h: 1,
+        description="SPlus (sign of whitened momentum, shape-scaled; evaluated on the EMA)",
     )
 )
 

@@ -97,6 +97,11 @@ CHECKS: dict[str, Check] = {
     "hvp_method": one_of("double_backward", "forward_over_reverse"),
     "foreach": optional_bool,
     "preconditioning_compute_steps": positive_int,
+    "bs": positive_int,
+    "ema_rate": unit_interval,
+    "inverse_every": positive_int,
+    "max_dim": positive_int,
+    "nonstandard_constant": positive,
 }
 
 

@@ -121,6 +121,27 @@ class Workload:
     def evaluate(self, model: nn.Module, loader, device) -> dict[str, float]:
         raise NotImplementedError
 
+    def sampled_loss(self, model: nn.Module, batch: Any):
+        """``(loss on labels sampled from the model's softmax, true-label loss, stats)``.
+
+        Sophia-G's Gauss-Newton-Bartlett estimate differentiates the first; the second (detached,
+        from the same forward pass) and ``stats`` are what :meth:`loss` would report. Labels are
+        drawn with torch's global RNG, which a trial seeds and checkpoints.
+        """
+        raise NotImplementedError(f"workload {self.name} has no sampled-label loss")
+
+    def tokens_per_example(self, config: Mapping[str, Any] | None = None) -> int:
+        """Predictions behind one example's loss (1, or the sequence length for an LM)."""
+        return 1
+
+
+def _sampled_cross_entropy(logits: torch.Tensor, targets: torch.Tensor):
+    flat = logits.reshape(-1, logits.shape[-1])
+    with torch.no_grad():
+        sampled = torch.distributions.Categorical(logits=flat.detach().float()).sample()
+        true = F.cross_entropy(flat.detach().float(), targets.reshape(-1))
+    return F.cross_entropy(flat, sampled), true
+
 
 class _EvalMode:
     """Evaluate under ``no_grad`` in eval mode, restoring the previous mode afterwards."""
@@ -164,6 +185,13 @@ class ClassificationWorkload(Workload):
         correct = (logits.detach().argmax(dim=1) == y).sum()
         return loss, {"correct": correct, "count": int(y.shape[0])}
 
+    def sampled_loss(self, model, batch):
+        x, y = batch
+        logits = model(x)
+        loss, true = _sampled_cross_entropy(logits, y)
+        correct = (logits.detach().argmax(dim=1) == y).sum()
+        return loss, true, {"correct": correct, "count": int(y.shape[0])}
+
     def evaluate(self, model, loader, device) -> dict[str, float]:
         total_loss = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -189,6 +217,7 @@ class LanguageModelWorkload(Workload):
     """
 
     task: str = "language_model"
+    block_size: int = 256  # the model's default sequence length (model.block_size overrides it)
 
     def build_data(self, config: Mapping[str, Any] | None = None) -> tuple[Dataset, Dataset]:
         config = config or {}
@@ -202,6 +231,16 @@ class LanguageModelWorkload(Workload):
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         n = int(y.numel())
         return loss, {"count": n, "tokens": n}
+
+    def sampled_loss(self, model, batch):
+        x, y = batch
+        loss, true = _sampled_cross_entropy(model(x), y)
+        n = int(y.numel())
+        return loss, true, {"count": n, "tokens": n}
+
+    def tokens_per_example(self, config: Mapping[str, Any] | None = None) -> int:
+        default = (self.defaults.get("model") or {}).get("block_size", self.block_size)
+        return int(_overrides(config, "model").get("block_size", default))
 
     def evaluate(self, model, loader, device) -> dict[str, float]:
         total = torch.zeros((), dtype=torch.float64, device=device)

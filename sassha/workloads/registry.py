@@ -5,6 +5,7 @@ from __future__ import annotations
 from sassha.workloads.base import Workload
 from sassha.workloads.digits import digits_workloads
 from sassha.workloads.glue import glue_workloads
+from sassha.workloads.gpt2 import gpt2_workloads
 from sassha.workloads.language import language_workloads
 from sassha.workloads.synthetic import synthetic_workloads
 from sassha.workloads.vision import vision_workloads
@@ -13,7 +14,8 @@ from sassha.workloads.vision import vision_workloads
 def _build() -> dict[str, Workload]:
     found: dict[str, Workload] = {}
     real = [*digits_workloads(), *vision_workloads(), *language_workloads(), *glue_workloads()]
-    for wl in [*real, *synthetic_workloads({w.name: w for w in real})]:
+    gpt2 = gpt2_workloads()
+    for wl in [*real, *synthetic_workloads({w.name: w for w in real}), *gpt2]:
         if wl.name in found:
             raise RuntimeError(f"workload {wl.name!r} registered twice")
         found[wl.name] = wl

@@ -33,6 +33,12 @@ CASES: dict[str, tuple[str, dict]] = {
     "adahessian": ("adahessian", dict(lr=0.05, lazy_hessian=2)),
     "sophia_h": ("sophia_h", dict(lr=0.01, lazy_hessian=2)),
     "shampoo": ("shampoo", dict(lr=0.05)),
+    # refreshes on iterations 2, 4, 6 (from 1), from the closure itself (no sampled closure here)
+    "sophia_g": ("sophia_g", dict(lr=0.01, lazy_hessian=2, bs=8)),
+    # SPlus's eigenbases are arbitrary within the degenerate eigenspaces of a rank-deficient
+    # g g^T, so the sign of the rotated momentum differs with the reduction order's last bit;
+    # max_dim=1 leaves only the (averaged) sign steps to compare.
+    "splus": ("splus", dict(lr=0.01, max_dim=1, nonstandard_constant=1.0)),
 }
 
 

@@ -13,8 +13,11 @@ NAMES = list(REGISTRY)
 HESSIAN = [n for n in NAMES if REGISTRY[n].uses_hessian]
 
 # Step sizes that make each optimizer's typical behaviour visible on the toy problems below.
-LR = {n: 0.05 for n in NAMES} | {"shampoo": 0.2}
+# SPlus scales a matrix's step by 2 / (rows + cols) and a vector's by nonstandard_constant
+# (1e-3): lr 0.125 moves the quadratic's 2 x 3 weight by 0.05, lr 20 Rosenbrock's vector by 0.02.
+LR = {n: 0.05 for n in NAMES} | {"shampoo": 0.2, "splus": 0.125}
 ROSENBROCK_LR = LR | {"sgd": 0.005, "sam_sgd": 0.005, "sophia_h": 0.02, "adahessian": 0.2}
+ROSENBROCK_LR |= {"sophia_g": 0.02, "splus": 20.0}
 
 
 def hp(name: str, **kw) -> dict:
@@ -221,6 +224,11 @@ BAD = {
     "nesterov": ["x"],
     "perturb_eps": [-1.0],
     "preconditioning_compute_steps": [0],
+    "bs": [0, 1.5],
+    "ema_rate": [1.0, -0.1],
+    "inverse_every": [0],
+    "max_dim": [0],
+    "nonstandard_constant": [0.0],
 }
 
 
@@ -251,6 +259,7 @@ def test_unknown_optimizer():
 
 def test_defaults_are_valid_and_registry_metadata():
     decoupled = {"sassha", "msassha", "adamw", "sam_adamw", "adahessian", "sophia_h"}
+    decoupled |= {"sophia_g", "splus"}
     for name, spec in REGISTRY.items():
         spec.validate(dict(spec.defaults))
         assert spec.weight_decay_mode == ("decoupled" if name in decoupled else "coupled")

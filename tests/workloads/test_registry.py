@@ -44,7 +44,12 @@ def test_defaults_are_complete_and_json(name):
     for key in ("epochs", "batch_size", "schedule", "label_noise", "data_root", "model"):
         assert key in wl.defaults, key
     assert wl.defaults["schedule"]["name"] in ("multistep", "cosine", "plateau", "constant")
-    assert set(wl.optimizer_defaults) == set(OPTIMIZER_NAMES)
+    # the paper's workloads tune every optimizer the paper ran; GPT-2 the five of its configs,
+    # the others falling back to the registry's defaults
+    if "gpt2" in name:
+        assert set(wl.optimizer_defaults) == {"adamw", "sam_adamw", "sassha", "sophia_g", "splus"}
+    else:
+        assert set(wl.optimizer_defaults) == set(OPTIMIZER_NAMES)
     json.dumps(wl.defaults)
     json.dumps(wl.optimizer_defaults)
 
