@@ -45,7 +45,14 @@ def _load(args) -> tuple[Any, list]:
     from runners.spec import load_spec
 
     spec = load_spec(args.spec, args.profile, check=False)
-    return spec, plan(spec)
+    return spec, plan(spec, max_trials=_max_trials(args))
+
+
+def _max_trials(args) -> int:
+    from runners.plan import DEFAULT_MAX_TRIALS
+
+    value = getattr(args, "max_trials", None)
+    return DEFAULT_MAX_TRIALS if value is None else value
 
 
 def _workdir(spec, args) -> Path:
@@ -604,7 +611,7 @@ def cmd_check(args) -> int:
         for profile in (None, *spec.profiles):
             try:
                 s = load_spec(path, profile, check=False)
-                n = len(plan(s))
+                n = len(plan(s, max_trials=_max_trials(args)))
                 label = f"{path}" + (f" --profile {profile}" if profile else "")
                 print(f"ok {label}: {n} trials")
             except SpecError as exc:
@@ -625,6 +632,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--profile", "-p", help="merge this named profile of the spec")
         if workdir:
             sp.add_argument("--workdir", help="working folder (default runs/<name>[-<profile>])")
+        max_trials_option(sp)
+
+    def max_trials_option(sp) -> None:
+        sp.add_argument(
+            "--max-trials",
+            type=int,
+            metavar="N",
+            help="refuse a spec that expands to more trials than this (default 100000)",
+        )
 
     sp = sub.add_parser("plan", help="list the trials a spec expands to, and its budget")
     common(sp)
@@ -688,7 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("check", help="validate specs and all their profiles")
-    sp.add_argument("specs", nargs="+")
+    sp.add_argument("specs", nargs="+", help="the sweep specs (YAML) to check")
+    max_trials_option(sp)
     sp.set_defaults(func=cmd_check)
     return p
 
@@ -697,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        for key in ("jobs", "n_trials", "threads_per_trial"):
+        for key in ("jobs", "n_trials", "threads_per_trial", "max_trials"):
             value = getattr(args, key, None)
             if value is not None and value < 1:
                 raise UsageError(f"sweep: --{key.replace('_', '-')} must be >= 1 (got {value})")

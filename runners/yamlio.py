@@ -8,12 +8,22 @@ copy into JSON and pickle like the built-ins) that carry ``(file, line)`` for ea
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 Pos = tuple[str, int]
+
+# A spec is a few kilobytes. The limits refuse, at once and with one line, a document that would
+# otherwise take minutes and gigabytes to expand: aliases are cheap to write and each use of one
+# becomes a full copy by the time a trial config is built (a "billion laughs" document).
+MAX_BYTES = 1 << 20
+MAX_NODES = 200_000  # scalars, mappings and sequences, every alias counted at its full size
+MAX_DEPTH = 64
+# YAML 1.2 floats (PyYAML reads YAML 1.1, where 1.0e6 and 1e-3 are strings); users write them.
+_FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$", re.X)
 
 
 class LineDict(dict):
@@ -88,7 +98,42 @@ def _make_loader(filename: str) -> type[yaml.SafeLoader]:
 
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, construct_sequence)
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+.0123456789"))
     return Loader
+
+
+def _check_size(filename: str, root: yaml.Node) -> None:
+    """Refuse a node graph whose expansion exceeds MAX_NODES or MAX_DEPTH, without expanding
+    it (an alias is a shared node: its size is computed once)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise YamlError(
+                filename, node.start_mark.line + 1, "yaml", f"nested deeper than {MAX_DEPTH} levels"
+            )
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                total += size(key, depth + 1) + size(value, depth + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            for child in node.value:
+                total += size(child, depth + 1)
+        if total > MAX_NODES:
+            raise YamlError(
+                filename,
+                node.start_mark.line + 1,
+                "yaml",
+                f"expands to more than {MAX_NODES:,} values (aliases counted at full size); "
+                "a spec this large is refused",
+            )
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0)
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -100,11 +145,18 @@ def load_yaml(path: str | Path) -> Any:
     if p.is_dir():
         raise YamlError(name, 0, "file", "is a directory, expected a YAML file")
     try:
+        if p.stat().st_size > MAX_BYTES:
+            raise YamlError(name, 0, "file", f"larger than {MAX_BYTES >> 20} MiB; not a spec")
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise YamlError(name, 0, "file", f"cannot be read ({exc})") from None
+        raise YamlError(name, 0, "file", f"cannot be read ({type(exc).__name__})") from None
+    loader = _make_loader(name)(text)
     try:
-        data = yaml.load(text, Loader=_make_loader(name))  # noqa: S506 - a SafeLoader subclass
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_size(name, node)
+        data = loader.construct_document(node)
     except YamlError:
         raise
     except yaml.MarkedYAMLError as exc:
@@ -114,4 +166,8 @@ def load_yaml(path: str | Path) -> Any:
         raise YamlError(name, line, "yaml", f"invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise YamlError(name, 0, "yaml", f"invalid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise YamlError(name, 0, "yaml", f"nested deeper than {MAX_DEPTH} levels") from None
+    finally:
+        loader.dispose()
     return data
