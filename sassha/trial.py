@@ -495,6 +495,7 @@ class Trial:
     the final metrics that :func:`run` returns. The checkpoint is written before each epoch's
     metrics are yielded, so a consumer that stops early (closing the iterator, e.g. a pruned
     tuning point) leaves a trial that a later run resumes; its tracker is finished as ``killed``.
+    ``history`` holds every epoch's row so far, those of a resumed or ended trial included.
     """
 
     def __init__(
@@ -538,6 +539,7 @@ class Trial:
         ckpt = self._load_checkpoint()
         stored = ckpt.get("result") if ckpt is not None else None
         if stored is not None and _ended_for(stored, ckpt["config"], self.cfg):
+            self._restore_progress(ckpt)
             self.result = dict(stored)
             self._end(self.result["status"])
             return
@@ -848,6 +850,9 @@ class Trial:
         self.schedule.load_state_dict(ckpt["schedule"])
         _set_rng_states(ckpt["rng"])
         self.loader_gen.set_state(ckpt["loader_rng"])
+        self._restore_progress(ckpt)
+
+    def _restore_progress(self, ckpt: Mapping[str, Any]) -> None:
         self.epoch = int(ckpt["epoch"])
         self.steps = int(ckpt["steps"])
         self.wall_time = float(ckpt["wall_time_s"])

@@ -189,6 +189,20 @@ class RayBackend(Backend):
             ) from exc
         return True
 
+    @contextlib.contextmanager
+    def session(self):
+        """Ray initialised for the duration of the block (a cluster this started is stopped)."""
+        import ray
+
+        started = self._connect()
+        try:
+            if started and self.address is None:
+                self._check_resources()
+            yield
+        finally:
+            if started:
+                ray.shutdown()
+
     def _check_resources(self) -> None:
         """Fail fast when no node could ever hold one trial (Tune would wait forever)."""
         import ray
@@ -208,68 +222,66 @@ class RayBackend(Backend):
         jobs = list(jobs)
         if not jobs:
             return
-        import ray
-        from ray import tune
-
         fn = _PortableFn(self.fn if self.fn is not None else _default_fn())
-        started = self._connect()
         tmp_storage = None
         storage = self.storage_path
         if storage is None:
             tmp_storage = tempfile.mkdtemp(prefix="sweep-ray-")
             storage = tmp_storage
         try:
-            if started and self.address is None:
-                self._check_resources()
-            reporter = _Reporter(jobs, on_result)
-            # Through Ray Client the Tune loop itself runs on the cluster, callbacks included;
-            # results are then reported here from the returned grid instead of streamed.
-            client_mode = str(self.address or "").startswith("ray://")
-            resources = {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
-            trainable = tune.with_resources(
-                tune.with_parameters(_trainable, jobs=jobs, fn=fn), resources
-            )
-            labels = [_job_label(job, i) for i, job in enumerate(jobs)]
-
-            def trial_name(trial) -> str:
-                return labels[trial.config["job_index"]]
-
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"job_index": tune.grid_search(list(range(len(jobs))))},
-                tune_config=tune.TuneConfig(
-                    max_concurrent_trials=self.max_concurrent,
-                    # Reusing worker processes saves a Python start and the trial imports
-                    # (seconds each) per trial; a worker that dies is replaced as usual.
-                    reuse_actors=True,
-                    trial_name_creator=trial_name,
-                    trial_dirname_creator=trial_name,
-                ),
-                run_config=tune.RunConfig(
-                    name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
-                    storage_path=storage,
-                    verbose=0,
-                    log_to_file=True,
-                    failure_config=tune.FailureConfig(max_failures=self.max_failures),
-                    callbacks=[] if client_mode else [reporter],
-                ),
-            )
-            with _quiet_tune():
-                grid = tuner.fit()
-            if client_mode:
-                reporter.report_grid(grid)
-            if reporter.callback_error is not None:
-                raise reporter.callback_error
-            missing = len(jobs) - len(reporter.reported)
-            if missing:
-                # Tune returns normally after Ctrl-C; the trials it never finished have not
-                # failed, they are still to run (a rerun of the sweep picks them up).
-                raise KeyboardInterrupt(f"Ray Tune run interrupted; {missing} trial(s) did not end")
+            with self.session():
+                self._fit(jobs, on_result, fn, storage)
         finally:
-            if started:
-                ray.shutdown()
             if tmp_storage is not None:
                 shutil.rmtree(tmp_storage, ignore_errors=True)
+
+    def _fit(self, jobs: list[Job], on_result: OnResult, fn: _PortableFn, storage: str) -> None:
+        from ray import tune
+
+        reporter = _Reporter(jobs, on_result)
+        # Through Ray Client the Tune loop itself runs on the cluster, callbacks included;
+        # results are then reported here from the returned grid instead of streamed.
+        client_mode = str(self.address or "").startswith("ray://")
+        resources = {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
+        trainable = tune.with_resources(
+            tune.with_parameters(_trainable, jobs=jobs, fn=fn), resources
+        )
+        labels = [_job_label(job, i) for i, job in enumerate(jobs)]
+
+        def trial_name(trial) -> str:
+            return labels[trial.config["job_index"]]
+
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"job_index": tune.grid_search(list(range(len(jobs))))},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=self.max_concurrent,
+                # Reusing worker processes saves a Python start and the trial imports
+                # (seconds each) per trial; a worker that dies is replaced as usual.
+                reuse_actors=True,
+                trial_name_creator=trial_name,
+                trial_dirname_creator=trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+                storage_path=storage,
+                verbose=0,
+                log_to_file=True,
+                failure_config=tune.FailureConfig(max_failures=self.max_failures),
+                callbacks=[] if client_mode else [reporter],
+            ),
+        )
+        with _quiet_tune():
+            grid = tuner.fit()
+        if client_mode:
+            reporter.report_grid(grid)
+        if reporter.callback_error is not None:
+            raise reporter.callback_error
+        missing = len(jobs) - len(reporter.reported)
+        if missing:
+            # Tune returns normally after Ctrl-C; the trials it never finished have not
+            # failed, they are still to run (a rerun of the sweep picks them up).
+            raise KeyboardInterrupt(f"Ray Tune run interrupted; {missing} trial(s) did not end")
 
 
 @contextlib.contextmanager

@@ -174,9 +174,12 @@ def test_spec_without_tune_block_is_refused(tmp_path):
 
 
 def test_samplers_pruners_and_cosine_horizon(tmp_path):
+    import torch
     from optuna import pruners, samplers
 
-    from runners.tune import _make_pruner, _make_sampler, parse_tune, seed_trials
+    from runners.tune import evaluate_point, make_pruner, make_sampler, parse_tune, seed_trials
+    from sassha.tracking import MemoryTracker
+    from sassha.trial import run
     from search_spaces import parse_space
 
     spec_path = write_spec(
@@ -195,21 +198,22 @@ def test_samplers_pruners_and_cosine_horizon(tmp_path):
     }
     for name, cls in expected.items():
         settings.sampler = name
-        assert isinstance(_make_sampler(settings, space), cls)
+        assert isinstance(make_sampler(settings, space), cls)
     settings.sampler, settings.grid_points = "grid", 3
-    assert isinstance(_make_sampler(settings, space), samplers.GridSampler)
+    assert isinstance(make_sampler(settings, space), samplers.GridSampler)
     for name, cls in (
         ("median", pruners.MedianPruner),
         ("hyperband", pruners.HyperbandPruner),
         ("none", pruners.NopPruner),
     ):
         settings.pruner = name
-        assert isinstance(_make_pruner(settings, 5), cls)
-    # Seeds advance one epoch per call; a cosine horizon must stay the full budget.
+        assert isinstance(make_pruner(settings, 5), cls)
+    # The seeds are full-length trials stepped epoch by epoch: a cosine schedule keeps its
+    # horizon (the config is the planned one) and every epoch's values equal a plain run's.
     cosine = write_spec(
         tmp_path,
         "space: {lr: {loguniform: [1.0e-3, 1.0]}}\n",
-        epochs=5,
+        epochs=3,
         name="cosine",
     )
     text = cosine.read_text().replace(
@@ -218,4 +222,17 @@ def test_samplers_pruners_and_cosine_horizon(tmp_path):
     cosine.write_text(text)
     trials = seed_trials(load_spec(cosine), "sgd", {"lr": 0.1})
     assert [t.seed for t in trials] == [0, 1]
-    assert all(t.config["schedule"]["total_epochs"] == 5 and t.config["lr"] == 0.1 for t in trials)
+    assert all(
+        t.config["schedule"]["total_epochs"] is None and t.config["lr"] == 0.1 for t in trials
+    )
+    reported = []
+    out = evaluate_point(trials, "val_acc", tmp_path / "w", report=lambda m, e: reported.append(e))
+    alone = [run(t.config) for t in trials]
+    assert reported == [1, 2, 3] and out["values"] == [r["val_acc"] for r in alone]
+    assert out["mean"] == pytest.approx(sum(out["values"]) / 2)
+    tracker = MemoryTracker()
+    run(trials[0].config, tracker=tracker)
+    ckpt_path = tmp_path / "w" / "trials" / trials[0].hash / "checkpoint.pt"
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    lrs = [row["lr"] for row in ckpt["history"]]
+    assert lrs == [v for _, v in tracker.history("lr")] and lrs[0] > lrs[1] > lrs[2] > 0
