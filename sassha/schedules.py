@@ -10,9 +10,13 @@
 ``{"name": "plateau", "factor": 0.1, "patience": 10, "metric": "val_loss", "mode": "min", ...}``
     multiplies lr by ``factor`` when the validation ``metric`` has not improved (by more than a
     relative ``threshold``) for ``patience`` epochs, then waits ``cooldown`` epochs.
+``{"name": "transformers", "lr_scheduler_type": "polynomial", "num_warmup_steps": 0}``
+    per step, the schedule ``transformers.get_scheduler(lr_scheduler_type, ...)`` builds over the
+    trial's ``epochs * steps_per_epoch`` steps (as the GLUE fine-tuning scripts use it); needs the
+    optional ``transformers`` package, imported only when such a schedule is used.
 
-The lr is a pure function of (config, step, epoch) for the first three, so it survives checkpoints
-without state; the plateau schedule's state is in :meth:`Schedule.state_dict`.
+The lr is a pure function of (config, step, epoch) for all but the plateau schedule, so it
+survives checkpoints without state; the plateau schedule's state is in :meth:`Schedule.state_dict`.
 
 Extending a finished trial to more epochs (same config, larger ``epochs``) keeps constant,
 multistep and plateau schedules exactly as an uninterrupted longer run. A cosine schedule's
@@ -27,7 +31,15 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["SCHEDULES", "Schedule", "normalize_schedule", "build_schedule"]
+__all__ = [
+    "SCHEDULES",
+    "HESSIAN_POWER_SCHEDULES",
+    "Schedule",
+    "HessianPowerSchedule",
+    "normalize_schedule",
+    "normalize_hessian_power_schedule",
+    "build_schedule",
+]
 
 # name -> {key: default}; these are the only accepted keys.
 SCHEDULES: dict[str, dict[str, Any]] = {
@@ -43,7 +55,17 @@ SCHEDULES: dict[str, dict[str, Any]] = {
         "cooldown": 0,
         "min_lr": 0.0,
     },
+    "transformers": {"lr_scheduler_type": "linear", "num_warmup_steps": 0},
 }
+# transformers' scheduler types that need arguments beyond (warm-up, total steps) or a metric.
+_TRANSFORMERS_UNSUPPORTED = frozenset(
+    {
+        "reduce_lr_on_plateau",
+        "cosine_with_min_lr",
+        "cosine_warmup_with_min_lr",
+        "warmup_stable_decay",
+    }
+)
 
 
 def _number(v: Any) -> bool:
@@ -119,7 +141,45 @@ def normalize_schedule(spec: Mapping[str, Any] | str | None) -> dict[str, Any]:
         for key in ("threshold", "min_lr"):
             if not _number(out[key]) or out[key] < 0:
                 _fail(name, key, "a number >= 0", out[key])
+    elif name == "transformers":
+        types = _transformers_scheduler_types()
+        if out["lr_scheduler_type"] not in types:
+            _fail(name, "lr_scheduler_type", "one of " + ", ".join(types), out["lr_scheduler_type"])
+        w = out["num_warmup_steps"]
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            _fail(name, "num_warmup_steps", "an integer >= 0", w)
     return out
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise ValueError(
+            "schedule transformers needs the optional 'transformers' package: "
+            "pip install 'sassha-sweeps[transformers]'"
+        ) from None
+    return transformers
+
+
+def _transformers_scheduler_types() -> list[str]:
+    kinds = _transformers().SchedulerType
+    return [k.value for k in kinds if k.value not in _TRANSFORMERS_UNSUPPORTED]
+
+
+def _transformers_lambda(spec: Mapping[str, Any], base_lr: float, total_steps: int):
+    """The lr factor of step ``t`` under transformers' scheduler (some, like the polynomial one,
+    depend on the initial lr, so a stand-in optimizer carries it)."""
+    import torch
+
+    stand_in = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base_lr)
+    scheduler = _transformers().get_scheduler(
+        spec["lr_scheduler_type"],
+        optimizer=stand_in,
+        num_warmup_steps=spec["num_warmup_steps"],
+        num_training_steps=total_steps,
+    )
+    return scheduler.lr_lambdas[0]
 
 
 class Schedule:
@@ -135,6 +195,10 @@ class Schedule:
         self.epochs = int(epochs)
         self.steps_per_epoch = max(int(steps_per_epoch), 1)
         self.base_lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        self._hf_lambda = None
+        if self.spec["name"] == "transformers":
+            total = self.epochs * self.steps_per_epoch
+            self._hf_lambda = _transformers_lambda(self.spec, self.base_lrs[0], total)
         # Plateau state.
         self.plateau_scale = 1.0
         self.best: float | None = None
@@ -158,6 +222,8 @@ class Schedule:
             return low + (1.0 - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
         if name == "plateau":
             return self.plateau_scale
+        if name == "transformers":
+            return float(self._hf_lambda(step))
         return 1.0
 
     def lrs(self, step: int, epoch: int) -> list[float]:
@@ -226,3 +292,80 @@ class Schedule:
 
 def build_schedule(spec, optimizer, epochs: int, steps_per_epoch: int) -> Schedule:
     return Schedule(spec, optimizer, epochs, steps_per_epoch)
+
+
+# -- the Hessian power ----------------------------------------------------------------------------
+
+# name -> {key: default}. "warmup" is the published GPT-2 SASSHA run's schedule: the power is
+# ``warmup_power`` for the first ``warmup_steps`` optimizer steps, then the optimizer's own
+# ``hessian_power`` (1 then 0.8 there). "constant" keeps the optimizer's ``hessian_power``.
+HESSIAN_POWER_SCHEDULES: dict[str, dict[str, Any]] = {
+    "constant": {},
+    "warmup": {"warmup_steps": 0, "warmup_power": 1.0},
+}
+
+
+def normalize_hessian_power_schedule(spec: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """Validate a ``hessian_power_schedule`` and fill its defaults; ValueError names the
+    allowed schedules or keys."""
+    if spec is None:
+        spec = {"name": "constant"}
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"hessian_power_schedule must be a mapping with a name (got {spec!r})")
+    name = spec.get("name")
+    if name not in HESSIAN_POWER_SCHEDULES:
+        allowed = ", ".join(HESSIAN_POWER_SCHEDULES)
+        raise ValueError(f"unknown hessian_power_schedule {name!r} (allowed: {allowed})")
+    keys = HESSIAN_POWER_SCHEDULES[name]
+    unknown = sorted(set(spec) - set(keys) - {"name"})
+    if unknown:
+        allowed = ", ".join(["name", *keys])
+        raise ValueError(
+            f"hessian_power_schedule {name}: unknown key {unknown[0]!r} (allowed: {allowed})"
+        )
+    out = {"name": name, **{k: spec.get(k, d) for k, d in keys.items()}}
+    if name == "warmup":
+        w = out["warmup_steps"]
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            raise ValueError(
+                f"hessian_power_schedule warmup: warmup_steps must be an integer >= 0 (got {w!r})"
+            )
+        p = out["warmup_power"]
+        if not _number(p) or not 0 < p <= 1:
+            raise ValueError(
+                f"hessian_power_schedule warmup: warmup_power must be in (0, 1] (got {p!r})"
+            )
+        out["warmup_power"] = float(p)
+    return out
+
+
+class HessianPowerSchedule:
+    """Sets every param group's ``hessian_power`` before each optimizer step.
+
+    The powers after warm-up are read from the groups when this is built, before a checkpoint
+    is restored (a restored group may hold the warm-up power).
+    """
+
+    def __init__(self, spec: Mapping[str, Any], optimizer):
+        self.spec = normalize_hessian_power_schedule(spec)
+        self.optimizer = optimizer
+        self.powers = [g.get("hessian_power") for g in optimizer.param_groups]
+        if self.spec["name"] != "constant" and None in self.powers:
+            raise ValueError(
+                f"hessian_power_schedule {self.spec['name']} needs an optimizer that takes "
+                f"hessian_power (got {type(optimizer).__name__})"
+            )
+
+    def power(self, step: int, group: int = 0) -> float | None:
+        if self.spec["name"] == "warmup" and step < self.spec["warmup_steps"]:
+            return self.spec["warmup_power"]
+        return self.powers[group]
+
+    def apply(self, step: int) -> None:
+        """Set the power for step ``step`` (0-based count of steps taken so far)."""
+        if self.spec["name"] == "constant":
+            return
+        for i, group in enumerate(self.optimizer.param_groups):
+            group["hessian_power"] = self.power(step, i)

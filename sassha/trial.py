@@ -34,8 +34,13 @@ from torch.utils.data import DataLoader
 
 from sassha import sharpness as S
 from sassha.hessian import BatchLoss, trainable_params
-from sassha.optim import build_optimizer, get_spec
-from sassha.schedules import Schedule, normalize_schedule
+from sassha.optim import build_optimizer, clip_grad_norm, get_spec
+from sassha.schedules import (
+    HessianPowerSchedule,
+    Schedule,
+    normalize_hessian_power_schedule,
+    normalize_schedule,
+)
 from sassha.tracking import NullTracker, flatten
 from sassha.workloads import get_workload
 
@@ -88,6 +93,11 @@ class TrialDefaults:
     label_noise: float = 0.0
     data_root: str | None = None
     schedule: dict = field(default_factory=lambda: {"name": "constant"})
+    # For optimizers that take hessian_power: "constant" keeps it; "warmup" holds warmup_power
+    # for the first warmup_steps steps (the published GPT-2 SASSHA run: 1 for 2000, then 0.8).
+    hessian_power_schedule: dict = field(default_factory=lambda: {"name": "constant"})
+    # Global-norm clipping of every gradient the optimizer uses (sassha.optim.clipping); null off.
+    grad_clip_norm: float | None = None
     max_loss: float = 1e4  # a training loss above this (or non-finite) ends the trial: diverged
     time_limit_s: float | None = None  # checked at the end of each epoch
     max_backward_passes: float | None = None  # checked after each step
@@ -216,13 +226,20 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     # 1 and 1.0 are one trial: integers become floats where the default is a float, so that
     # the config's hash does not depend on how a number was written.
     float_keys = {k for k, v in trial_defaults.items() if isinstance(v, float)}
-    float_keys |= {"time_limit_s", "max_backward_passes"}
+    float_keys |= {"time_limit_s", "max_backward_passes", "grad_clip_norm"}
     for key in opt_keys:
         out[key] = _like(out[key], spec.defaults[key])
     for key in float_keys:
         out[key] = _like(out[key], 0.0)
     _validate_trial_keys(out)
     out["schedule"] = normalize_schedule(out["schedule"])
+    out["hessian_power_schedule"] = normalize_hessian_power_schedule(out["hessian_power_schedule"])
+    if out["hessian_power_schedule"]["name"] != "constant" and "hessian_power" not in opt_keys:
+        takers = [n for n in _all_optimizer_names() if "hessian_power" in _optimizer_keys(n)]
+        raise ValueError(
+            f"hessian_power_schedule applies to optimizers that take hessian_power "
+            f"({', '.join(takers)}), not {opt_name}"
+        )
     out["diagnostics"] = _validate_diagnostics(out["diagnostics"])
     for key, default in asdict(DiagnosticsDefaults()).items():
         if isinstance(default, float):  # 1 and 1.0 are one trial
@@ -264,6 +281,13 @@ def _validate_trial_keys(c: dict[str, Any]) -> None:
     for key in ("time_limit_s", "max_backward_passes"):
         if c[key] is not None and (not _is_number(c[key]) or c[key] <= 0):
             bad(key, "a number > 0 or null")
+    clip = c["grad_clip_norm"]
+    if clip is not None and (not _is_number(clip) or clip < 0):
+        bad("grad_clip_norm", "a number > 0, or 0 or null for no clipping")
+    if clip == 0:
+        c["grad_clip_norm"] = None  # one spelling of "off", so one trial hash
+    if "max_length" in c and (not _is_int(c["max_length"]) or c["max_length"] < 1):
+        bad("max_length", "an integer >= 1 (tokens)")
     if not isinstance(c["device"], str) or not (
         c["device"] in ("auto", "cpu", "cuda", "mps") or c["device"].startswith("cuda:")
     ):
@@ -599,6 +623,8 @@ class Trial:
             cfg["optimizer"], self.model.parameters(), model=self.model, **self.hparams
         )
         self.schedule = Schedule(cfg["schedule"], self.opt, cfg["epochs"], len(self.train_loader))
+        # Built before the restore: it reads the optimizer's own powers from fresh groups.
+        self.power_schedule = HessianPowerSchedule(cfg["hessian_power_schedule"], self.opt)
         if ckpt is None:
             return
         self._restore(ckpt)
@@ -632,8 +658,10 @@ class Trial:
             if diff is not None and i == max(spe - self.diag["k"], 0):
                 self._on_diagnostic_batches(diff.record)
             lr = self.schedule.apply(self.steps, self.epoch)
+            self.power_schedule.apply(self.steps)
             closure = _Closure(self._forward, self.wl.to_device(batch, self.device))
-            loss = self.opt.step(closure)
+            with clip_grad_norm(self.cfg["grad_clip_norm"]):
+                loss = self.opt.step(closure)
             self.steps += 1
             meter.add(loss, closure.stats)
             if ((i + 1) % check_every == 0 or i + 1 == spe) and meter.diverged():

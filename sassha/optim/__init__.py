@@ -3,10 +3,12 @@
 ``closure()`` runs the forward pass and returns the scalar loss without calling backward; the
 optimizer differentiates it as often as it needs and returns the loss at ``x``. Under data
 parallelism a :class:`GradientAverager` context averages what each step differentiates across
-ranks (see ``distributed.py``).
+ranks (see ``distributed.py``); a :func:`clip_grad_norm` context clips the gradients each step
+uses to a global norm (see ``clipping.py``).
 """
 
 from .baselines import SAM, SGD, AdaHessian, AdamW, SophiaH
+from .clipping import clip_grad_norm
 from .distributed import GradientAverager
 from .hutchinson import HVP_METHODS
 from .registry import REGISTRY, OptimizerSpec, build_optimizer, get_spec
@@ -31,6 +33,7 @@ __all__ = [
     "SophiaG",
     "SophiaH",
     "build_optimizer",
+    "clip_grad_norm",
     "get_spec",
 ]
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from . import _parts as P
+from .clipping import clip_
 from .distributed import average_
 from .sassha import Closure, HessianPreconditioned, _require_closure
 from .validation import check_hparams
@@ -27,6 +28,7 @@ def _backward(closure: Callable[[], Tensor], params) -> Tensor:
         loss = closure()
         loss.backward()
     average_([p.grad for p in params])
+    clip_([p.grad for p in params])
     return loss.detach()
 
 
@@ -180,6 +182,7 @@ class SAM(torch.optim.Optimizer):
             loss = closure()
             grads = HessianPreconditioned._grads(loss, params, create_graph=False)
         average_(grads)  # the perturbation follows the global gradient
+        clip_(grads)
         norm = P.global_norm(grads, foreach)
         scales = []
         for g in self.param_groups:
@@ -190,6 +193,7 @@ class SAM(torch.optim.Optimizer):
             loss2 = closure()
             grads2 = HessianPreconditioned._grads(loss2, params, create_graph=False)
         average_(grads2)
+        clip_(grads2)
         P.restore_(params, saved, foreach)
         for p, g in zip(params, grads2):
             p.grad = g

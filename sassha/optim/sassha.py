@@ -28,6 +28,7 @@ from torch import Tensor
 
 from . import _parts as P
 from . import hutchinson
+from .clipping import clip_
 from .distributed import average_
 from .validation import check_hparams
 
@@ -113,10 +114,12 @@ class HessianPreconditioned(torch.optim.Optimizer):
         """One closure pass: loss, gradient and (when ``hessian``) the Hutchinson diagonal.
 
         Under data parallelism the gradient and the estimate are averaged across ranks here, in
-        one bucketed all-reduce; the returned loss stays this rank's.
+        one bucketed all-reduce; the returned loss stays this rank's. Inside a
+        :func:`~sassha.optim.clipping.clip_grad_norm` context the gradient is then clipped.
         """
         loss, grads, est = self._evaluate_local(closure, params, hessian, freeze_bn)
         average_([*grads, *(est or ())])
+        clip_(grads)  # the gradient only: a Hutchinson estimate is never clipped
         return loss, grads, est
 
     def _evaluate_local(

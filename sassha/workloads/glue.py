@@ -27,6 +27,14 @@ GLUE_EPOCHS = {
     "rte": 10,
 }
 
+# Tokens per example after truncation: every official GLUE config passes --max_length 512.
+MAX_LENGTH = 512
+# The fine-tuning script's schedule and clipping: every official config passes
+# --lr_scheduler_type polynomial (transformers' get_scheduler, no warm-up); --clip_norm is the
+# script's default, 10.
+GLUE_SCHEDULE = {"name": "transformers", "lr_scheduler_type": "polynomial", "num_warmup_steps": 0}
+GLUE_GRAD_CLIP_NORM = 10.0
+
 _PRETRAINED_HELP = (
     "a local directory holding a SqueezeBERT checkpoint and its tokenizer, e.g. from "
     "`huggingface-cli download squeezebert/squeezebert-uncased --local-dir DIR`"
@@ -80,8 +88,7 @@ def _tokenizer(path: str):
 
 
 def _max_length(config) -> int:
-    d, m = _overrides(config, "data"), _overrides(config, "model")
-    return int(d.get("max_length", m.get("max_length", 128)))
+    return int(config.get("max_length", MAX_LENGTH))
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -206,9 +213,10 @@ def glue_workloads() -> list[GlueWorkload]:
                 defaults=trial_defaults(
                     GLUE_EPOCHS[name],
                     16,
-                    {"name": "constant"},
+                    dict(GLUE_SCHEDULE),
                     pretrained_dir=None,
-                    data={"max_length": 128},
+                    max_length=MAX_LENGTH,
+                    grad_clip_norm=GLUE_GRAD_CLIP_NORM,
                 ),
                 optimizer_defaults={k: dict(v) for k, v in GLUE_OPTIMIZERS.items()},
                 description=f"GLUE {task.folder}, pretrained SqueezeBERT, {GLUE_EPOCHS[name]} "

@@ -79,6 +79,14 @@ def test_nested_merges():
         ({"time_limit_s": 0}, "time_limit_s must be"),
         ({"threads": 0}, "threads must be an integer >= 1 or null"),
         ({"model": {"act": object()}}, "not JSON-serialisable"),
+        ({"grad_clip_norm": -1}, "grad_clip_norm must be a number > 0, or 0 or null"),
+        ({"grad_clip_norm": True}, "grad_clip_norm must be"),
+        ({"hessian_power_schedule": {"name": "warm"}}, "unknown hessian_power_schedule 'warm'"),
+        (
+            {"optimizer": "sgd", "hessian_power_schedule": {"name": "warmup"}},
+            "hessian_power_schedule applies to optimizers that take hessian_power .*sassha.*"
+            "not sgd",
+        ),
     ],
 )
 def test_bad_configs_raise_one_line(override, message):
@@ -102,3 +110,33 @@ def test_weight_decay_conversion():
     assert sgd["weight_decay"] == 5e-4
     # Exactly the optimizer's own argument names come out.
     assert set(h) == set(get_spec("sassha").defaults)
+
+
+def test_new_trial_keys_resolve_to_one_spelling():
+    cfg = resolve_config(BASE)
+    assert cfg["grad_clip_norm"] is None
+    assert cfg["hessian_power_schedule"] == {"name": "constant"}
+    # 0 is the authors' scripts' "off": the same trial as null.
+    assert resolve_config({**BASE, "grad_clip_norm": 0}) == cfg
+    assert resolve_config({**BASE, "grad_clip_norm": 1})["grad_clip_norm"] == 1.0
+    warm = {"name": "warmup", "warmup_steps": 2000}
+    assert resolve_config({**BASE, "hessian_power_schedule": warm})["hessian_power_schedule"] == {
+        "name": "warmup",
+        "warmup_steps": 2000,
+        "warmup_power": 1.0,
+    }
+
+
+def test_glue_defaults_are_the_fine_tuning_scripts():
+    pytest.importorskip("transformers")
+    cfg = resolve_config({"workload": "glue_squeezebert_rte", "optimizer": "adamw"})
+    assert cfg["max_length"] == 512 and cfg["grad_clip_norm"] == 10.0
+    assert cfg["schedule"] == {
+        "name": "transformers",
+        "lr_scheduler_type": "polynomial",
+        "num_warmup_steps": 0,
+    }
+    with pytest.raises(ValueError, match="max_length must be an integer >= 1"):
+        resolve_config({"workload": "glue_squeezebert_rte", "optimizer": "adamw", "max_length": 0})
+    with pytest.raises(ValueError, match="unknown config key 'max_length'"):
+        resolve_config({**BASE, "max_length": 16})

@@ -339,3 +339,16 @@ def test_closing_the_iterator_early_leaves_a_resumable_trial(tmp_path):
 
     resumed = run(config, checkpoint_dir=tmp_path / "b")
     assert _same(resumed, reference) == {}
+
+
+def test_grad_clip_norm_and_hessian_power_schedule_reach_the_steps():
+    config = {**SMALL, "optimizer": "sassha", "epochs": 1, "lazy_hessian": 1}
+    plain = run(config)
+    # A threshold no gradient reaches changes nothing; a small one changes the trajectory.
+    assert run({**config, "grad_clip_norm": 1e9})["train_loss"] == plain["train_loss"]
+    assert run({**config, "grad_clip_norm": 1e-3})["train_loss"] != plain["train_loss"]
+    # A warm-up longer than the run at power 1 is the constant power 1.
+    warm = {"name": "warmup", "warmup_steps": 10**6, "warmup_power": 1.0}
+    no_sqrt = run({**config, "hessian_power": 1.0})
+    assert run({**config, "hessian_power_schedule": warm})["train_loss"] == no_sqrt["train_loss"]
+    assert no_sqrt["train_loss"] != plain["train_loss"]

@@ -96,3 +96,78 @@ def test_normalized_is_complete():
         "final_lr_ratio": 0.0,
         "total_epochs": None,
     }
+
+
+@pytest.mark.parametrize("kind", ["polynomial", "linear", "cosine"])
+def test_transformers_schedule_follows_get_scheduler_step_by_step(kind):
+    transformers = pytest.importorskip("transformers")
+    spec = {"name": "transformers", "lr_scheduler_type": kind, "num_warmup_steps": 3}
+    s = Schedule(spec, _opt(0.01), 4, 5)
+    ref_opt = _opt(0.01)
+    ref = transformers.get_scheduler(
+        kind, optimizer=ref_opt, num_warmup_steps=3, num_training_steps=20
+    )
+    expected = []
+    for _ in range(20):
+        expected.append(ref_opt.param_groups[0]["lr"])
+        ref_opt.step()
+        ref.step()
+    got = [s.apply(step, step // 5) for step in range(20)]
+    assert got == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert got[0] == 0.0 and got[3] == pytest.approx(0.01)  # warm-up, then the peak
+    assert got[-1] < got[4]
+
+
+def test_transformers_schedule_validation():
+    pytest.importorskip("transformers")
+    assert normalize_schedule({"name": "transformers"}) == {
+        "name": "transformers",
+        "lr_scheduler_type": "linear",
+        "num_warmup_steps": 0,
+    }
+    with pytest.raises(ValueError, match="lr_scheduler_type must be one of linear, cosine"):
+        normalize_schedule({"name": "transformers", "lr_scheduler_type": "polynomal"})
+    with pytest.raises(ValueError, match="lr_scheduler_type must be one of"):
+        normalize_schedule({"name": "transformers", "lr_scheduler_type": "reduce_lr_on_plateau"})
+    with pytest.raises(ValueError, match="num_warmup_steps must be an integer >= 0"):
+        normalize_schedule({"name": "transformers", "num_warmup_steps": -1})
+
+
+def test_hessian_power_warmup_then_the_optimizers_power():
+    from sassha.optim import build_optimizer
+    from sassha.schedules import HessianPowerSchedule
+
+    model = torch.nn.Linear(3, 2)
+    opt = build_optimizer("sassha", model.parameters(), model=model, lr=0.1, hessian_power=0.8)
+    s = HessianPowerSchedule({"name": "warmup", "warmup_steps": 2, "warmup_power": 1}, opt)
+    powers = []
+    for step in range(4):
+        s.apply(step)
+        powers.append(opt.param_groups[0]["hessian_power"])
+    assert powers == [1.0, 1.0, 0.8, 0.8]
+    # Built again over a group that holds the warm-up power (a restored checkpoint) it keeps
+    # the power it read first: the schedule is built before the restore.
+    s.apply(0)
+    assert s.power(5) == 0.8
+    constant = HessianPowerSchedule(None, opt)
+    constant.apply(0)
+    assert opt.param_groups[0]["hessian_power"] == 1.0  # constant leaves the group alone
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="needs an optimizer that takes hessian_power"):
+        HessianPowerSchedule({"name": "warmup", "warmup_steps": 2}, sgd)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"name": "step"}, "unknown hessian_power_schedule 'step'.*constant, warmup"),
+        ({"name": "warmup", "steps": 3}, "unknown key 'steps'.*warmup_steps, warmup_power"),
+        ({"name": "warmup", "warmup_steps": -1}, "warmup_steps must be an integer >= 0"),
+        ({"name": "warmup", "warmup_power": 0}, r"warmup_power must be in \(0, 1\]"),
+    ],
+)
+def test_hessian_power_schedule_errors(spec, message):
+    from sassha.schedules import normalize_hessian_power_schedule
+
+    with pytest.raises(ValueError, match=message):
+        normalize_hessian_power_schedule(spec)

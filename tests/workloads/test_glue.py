@@ -140,7 +140,7 @@ def test_every_task_loads_trains_and_reports_its_metric(task, tmp_path, pretrain
     cfg = {
         "data_root": str(write_glue(tmp_path, task)),
         "pretrained_dir": pretrained,
-        "data": {"max_length": 16},
+        "max_length": 16,
     }
     train, val = wl.build_data(cfg)
     assert len(train) == 12 and len(val) == 6  # the malformed QQP row is skipped
