@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from sassha.schedules import SCHEDULES
 from sassha.workloads import WORKLOADS, get_workload
 from sassha.workloads.base import OPTIMIZER_NAMES
 
@@ -43,7 +44,7 @@ def test_defaults_are_complete_and_json(name):
     assert wl.task in ("classification", "language_model", "glue")
     for key in ("epochs", "batch_size", "schedule", "label_noise", "data_root", "model"):
         assert key in wl.defaults, key
-    assert wl.defaults["schedule"]["name"] in ("multistep", "cosine", "plateau", "constant")
+    assert wl.defaults["schedule"]["name"] in SCHEDULES
     # the paper's workloads tune every optimizer the paper ran; GPT-2 the five of its configs,
     # the others falling back to the registry's defaults
     if "gpt2" in name:
