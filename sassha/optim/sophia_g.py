@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from . import _parts as P
+from .clipping import clip_
 from .distributed import average_
 from .sassha import Closure, _require_closure
 from .validation import check_hparams
@@ -105,6 +106,7 @@ class SophiaG(torch.optim.Optimizer):
                 P.ema_([self.state[p]["hessian"] for p in ps], sq, group["betas"][1], foreach)
             return loss
         loss, grads = _gradients(closure, flat)
+        clip_(grads)  # the update's gradient; never the one the estimate squares
         by_param = dict(zip(map(id, flat), grads))
         for group, ps in groups:
             self._update(group, ps, [by_param[id(p)] for p in ps])

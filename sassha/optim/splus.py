@@ -27,6 +27,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from .clipping import clip_
 from .distributed import average_
 from .sassha import Closure, _require_closure
 from .validation import check_hparams
@@ -90,6 +91,7 @@ class SPlus(torch.optim.Optimizer):
             grads = torch.autograd.grad(loss, params, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
         average_(grads)
+        clip_(grads)
         by_param = dict(zip(map(id, params), grads))
         for group in self.param_groups:
             for p in group["params"]:
