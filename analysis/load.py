@@ -22,6 +22,7 @@ import math
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -166,6 +167,10 @@ def _history_rows(client, run_id: str, trial_hash: str, keys: Iterable[str]) -> 
     return rows
 
 
+def _missing_sqlite(uri: str | None) -> bool:
+    return bool(uri) and uri.startswith("sqlite:///") and not Path(uri[10:]).exists()
+
+
 def load_sweep(
     sweep: str,
     tracking_uri: str | None = None,
@@ -179,8 +184,9 @@ def load_sweep(
     A trial that was run more than once (for instance restarted by hand into a new run) keeps
     its most recently started run, so each trial hash appears once.
     """
-    client = _client(tracking_uri)
-    found = search_trial_runs(client, sweep, experiment)
+    client = None if _missing_sqlite(tracking_uri) else _client(tracking_uri)
+    # Reading must not create an empty store where there is none.
+    found = [] if client is None else search_trial_runs(client, sweep, experiment)
     rows = [_run_row(r) for r in found]
     runs = pd.DataFrame(rows, columns=None if rows else RUN_COLUMNS)
     if not runs.empty:

@@ -76,6 +76,15 @@ def _tracking_uri(spec, cli_uri: str | None) -> str | None:
     return uri
 
 
+def _check_reachable(uri: str) -> None:
+    from runners.tracking import TrackingUnreachable, check_reachable
+
+    try:
+        check_reachable(uri)
+    except TrackingUnreachable as exc:
+        raise UsageError(f"sweep: {exc}") from None
+
+
 def _axes_text(axes: dict[str, Any]) -> str:
     from runners.plan import axis_label
 
@@ -398,6 +407,8 @@ def cmd_run(args) -> int:
     except (TypeError, ValueError, ImportError) as exc:
         raise UsageError(f"sweep: backend {name}: {exc}") from None
 
+    if uri is not None:
+        _check_reachable(uri)
     parent_id = None
     tags_common: dict[str, Any] = {"sweep": spec.sweep_name, "sweep_role": "trial"}
     if spec.profile:
@@ -549,9 +560,16 @@ def _end_parent(uri: str, spec, workdir: Path, states, status: str) -> None:
 # ---------------------------------------------------------------- tune, report, check
 
 
+def _check_given_uri(args) -> None:
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri and uri.lower() != "none":
+        _check_reachable(uri)
+
+
 def cmd_tune(args) -> int:
     from runners.tune import run_tune
 
+    _check_given_uri(args)
     return int(
         run_tune(
             args.spec,
@@ -582,6 +600,7 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
 def cmd_report(args) -> int:
     from analysis.report import run_report
 
+    _check_given_uri(args)
     formats = None
     if args.format:
         formats = [f.strip() for item in args.format for f in item.split(",") if f.strip()]

@@ -35,6 +35,42 @@ def default_tracking_uri(cwd: str | Path | None = None) -> str:
     return "sqlite:///" + str((Path(cwd or os.getcwd()) / "mlflow.db").resolve())
 
 
+# MLflow's HTTP client retries 7 times with backoff factor 2 and a 120 s timeout: a dead server
+# means minutes of silence. These bound it (a user's own settings win).
+_HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+REACH_TIMEOUT_S = 3.0
+
+
+class TrackingUnreachable(Exception):
+    """The tracking server did not answer (one line naming the URI)."""
+
+
+def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S) -> None:
+    """Raise ``TrackingUnreachable`` if an HTTP tracking server does not answer within
+    ``timeout`` seconds. Any HTTP answer counts (authentication is MLflow's business); local
+    stores (SQLite, files) always pass."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as exc:
+        reason = type(exc).__name__
+        if isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower():
+            reason = "connection refused"
+        elif isinstance(exc, requests.Timeout):
+            reason = f"no answer within {timeout:g} s"
+        raise TrackingUnreachable(
+            f"tracking server {uri} is unreachable ({reason}); start it, or pass another "
+            "--tracking-uri, or --no-tracking"
+        ) from None
+
+
 def _quiet_mlflow() -> None:
     # Schema migrations on a fresh SQLite store log a dozen INFO lines per process.
     for name in ("alembic", "alembic.runtime.migration", "mlflow.store.db.utils"):
@@ -70,6 +106,8 @@ def client(uri: str):
     migrates it under a lock file beside the database: MLflow's own creation is not safe when
     several processes open a fresh store at once ("table experiments already exists",
     "Online migration expected to match one row")."""
+    for key, value in _HTTP_LIMITS.items():
+        os.environ.setdefault(key, value)
     import mlflow
 
     _quiet_mlflow()
