@@ -1,13 +1,13 @@
 """``sweep report SPEC``: seed-aggregated tables and plots of a sweep, from MLflow.
 
-:func:`run_report` is what the CLI calls; :func:`build_report` does the work on already loaded
-data, so it can be used from a notebook or a test without a spec file.
+``runners.report.run_report`` is what the CLI calls (it reads the spec, plans the sweep and finds
+the tracking store); :func:`build_report` does the work on already loaded data, so it can be used
+from a notebook or a test without a spec file.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import pandas as pd
 
 from analysis import plots
 from analysis.aggregate import aggregate, claims, effective_axes, group_columns, trial_values
-from analysis.load import SweepData, load_sweep, subset
+from analysis.load import SweepData, subset
 from analysis.tables import (
     SHARPNESS_METRICS,
     Table,
@@ -419,86 +419,7 @@ def check_options(options: dict, where: str = "option") -> dict:
     return clean
 
 
-def _default_tracking_uri() -> str:
-    try:
-        from runners import tracking
-
-        for name in ("default_tracking_uri", "default_uri"):
-            fn = getattr(tracking, name, None)
-            if callable(fn):
-                return fn()
-    except ImportError:
-        pass
-    # MLflow 3's own default store, as an absolute path so `mlflow ui` run here finds it.
-    return "sqlite:///" + str(Path("mlflow.db").resolve())
-
-
-def run_report(
-    spec_path,
-    *,
-    profile: str | None = None,
-    out=None,
-    formats=None,
-    best: bool = False,
-    paper: bool = False,
-    workdir=None,
-    tracking_uri: str | None = None,
-    **options,
-) -> int:
-    """Report on the sweep of ``spec_path``; returns the exit code (0 ok, 1 no runs, 2 error).
-
-    Prints the Markdown tables and comparisons, writes ``formats`` (md, csv, tex, png) to
-    ``out`` (default ``<workdir>/reports/``; workdir default ``runs/<sweep name>/``).
-    ``options`` are listed in :data:`OPTIONS`; the spec's ``report:`` section supplies defaults.
-    """
-    try:
-        from runners.plan import default_metric, plan
-        from runners.spec import SpecError, load_spec
-    except ImportError as exc:  # pragma: no cover - the runners ship with this package
-        print(f"sweep report: cannot load specs ({exc})", file=sys.stderr)
-        return 2
-    try:
-        spec = load_spec(spec_path, profile)
-        trials = plan(spec)
-        defaults = dict(spec.report or {})
-        formats = formats if formats is not None else defaults.pop("formats", None)
-        best = best or bool(defaults.pop("best", False))
-        paper = paper or bool(defaults.pop("paper", False))
-        defaults = check_options(defaults, where=f"setting in {spec_path} (report:)")
-        opts = {**defaults, **check_options(options)}
-        formats = _formats(formats)
-        metric = default_metric(spec, trials)
-        tracking_uri = tracking_uri or spec.tracking.get("uri") or _default_tracking_uri()
-        workdir = Path(workdir) if workdir else Path("runs") / spec.sweep_name
-        out = Path(out) if out else workdir / "reports"
-        data = load_sweep(spec.sweep_name, tracking_uri, experiment=spec.experiment)
-        report = build_report(
-            data,
-            metric=metric["name"],
-            mode=metric.get("mode", "max"),
-            out=out,
-            formats=formats,
-            best=best,
-            paper=paper,
-            planned_hashes=[t.hash for t in trials],
-            variant_order=list(spec.variants),
-            budget=spec.budget is not None,
-            workdir=workdir,
-            **opts,
-        )
-    except SpecError as exc:
-        print(f"sweep report: {exc}", file=sys.stderr)
-        return 2
-    except (ReportError, FileNotFoundError, ValueError) as exc:
-        print(f"sweep report: {exc}", file=sys.stderr)
-        return 2
-    print(report.to_markdown(f"{spec.sweep_name}: {metric['name']} ({metric.get('mode', 'max')})"))
-    if report.files:
-        print(f"Wrote {len(report.files)} files to {out}/")
-    return 0 if not data.runs.empty else 1
-
-
-def _formats(formats) -> list[str]:
+def parse_formats(formats) -> list[str]:
     if formats is None:
         return list(FORMATS)
     if isinstance(formats, str):

@@ -44,7 +44,7 @@ def _load(args) -> tuple[Any, list]:
     from runners.plan import plan
     from runners.spec import load_spec
 
-    spec = load_spec(args.spec, args.profile, check=False)
+    spec = load_spec(args.spec, args.profile)
     return spec, plan(spec, max_trials=_max_trials(args))
 
 
@@ -598,7 +598,7 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
 
 
 def cmd_report(args) -> int:
-    from analysis.report import run_report
+    from runners.report import run_report
 
     _check_given_uri(args)
     formats = None
@@ -626,10 +626,10 @@ def cmd_check(args) -> int:
 
     errors = 0
     for path in args.specs:
-        spec = load_spec(path, None, check=False)
+        spec = load_spec(path, None)
         for profile in (None, *spec.profiles):
             try:
-                s = load_spec(path, profile, check=False)
+                s = load_spec(path, profile)
                 n = len(plan(s, max_trials=_max_trials(args)))
                 label = f"{path}" + (f" --profile {profile}" if profile else "")
                 print(f"ok {label}: {n} trials")

@@ -387,11 +387,11 @@ def _load_include(spec_path: Path, variant: str, value: Any, pos: Pos) -> LineDi
     return data
 
 
-def load_spec(path: str | Path, profile: str | None = None, *, check: bool = True) -> Spec:
+def load_spec(path: str | Path, profile: str | None = None) -> Spec:
     """Load, merge ``profile`` and validate a spec; raise ``SpecError`` for any problem.
 
-    With ``check=True`` (default) the spec is also expanded once (``runners.plan.plan``) so that
-    problems only the optimizer registry and workloads can find are raised here too.
+    This checks the spec's own structure; ``runners.plan.plan(spec)`` expands it and checks each
+    trial's config against the optimizer registry and the workloads (also a ``SpecError``).
     """
     path = Path(path)
     try:
@@ -523,8 +523,4 @@ def load_spec(path: str | Path, profile: str | None = None, *, check: bool = Tru
         profiles=profile_names,
         raw=raw,
     )
-    if check:
-        from runners.plan import plan
-
-        plan(spec)
     return spec

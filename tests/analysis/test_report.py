@@ -4,7 +4,8 @@ import pytest
 from conftest import FakeTrial, log_sweep
 
 from analysis.load import load_sweep
-from analysis.report import build_report, run_report
+from analysis.report import build_report
+from runners.report import run_report
 
 SPEC = """\
 name: tiny

@@ -55,7 +55,7 @@ def test_tune_delegates_all_options(tmp_path, capsys, monkeypatch):
 
 
 def test_report_delegates_all_options(capsys, monkeypatch):
-    import analysis.report
+    import runners.report
 
     seen = {}
 
@@ -63,7 +63,7 @@ def test_report_delegates_all_options(capsys, monkeypatch):
         seen.update(kw, spec_path=spec_path)
         return 1
 
-    monkeypatch.setattr(analysis.report, "run_report", fake_run_report)
+    monkeypatch.setattr(runners.report, "run_report", fake_run_report)
     code, _, _ = run_main(
         capsys,
         "report",

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from runners_helpers import run_cli, run_main, write_spec
 
+from runners.plan import plan
 from runners.spec import SpecError, load_spec
 
 CORPUS = Path(__file__).parent / "malformed"
@@ -85,7 +86,7 @@ def test_error_in_an_included_file_names_that_file(tmp_path: Path):
         """,
     )
     with pytest.raises(SpecError) as info:
-        load_spec(spec)
+        plan(load_spec(spec))
     assert str(info.value).startswith(f"{tmp_path / 'best.yaml'}:2: ")
     assert "rho" in str(info.value)
 
@@ -103,7 +104,7 @@ def test_profile_error_points_into_the_profile(tmp_path: Path):
             base: {epochs: 0}
         """,
     )
-    load_spec(spec)  # the profile is only checked when chosen
+    plan(load_spec(spec))  # the profile is only checked when chosen
     with pytest.raises(SpecError) as info:
-        load_spec(spec, "smoke")
+        plan(load_spec(spec, "smoke"))
     assert str(info.value).startswith(f"{spec}:7: base.epochs: must be an integer >= 1")
