@@ -148,7 +148,8 @@ def cmd_plan(args) -> int:
 
     con = _console()
     table = Table(title=f"{spec.sweep_name}: {len(trials)} trials", title_justify="left")
-    for col in ("#", "variant", "axes", "seed", "epochs", "passes/step", "hash", "done"):
+    cols = ("#", "variant", "axes", "seed", "epochs", "passes/step", "official", "hash", "done")
+    for col in cols:
         table.add_column(col, justify="right" if col in ("#", "seed", "epochs") else "left")
     total, units = 0.0, set()
     for i, t in enumerate(trials, 1):
@@ -166,6 +167,7 @@ def cmd_plan(args) -> int:
             str(t.seed),
             epochs,
             f"{passes_per_step(t.config):.3g}",
+            _official_text(t),
             t.hash,
             {"done": "yes", "diverged": "diverged"}.get(st, "no" if st == "pending" else st),
         )
@@ -188,7 +190,36 @@ def cmd_plan(args) -> int:
         ref = f" of variant {b.reference}" if b.reference else ""
         limit = f"{b.seconds:g} s" if b.equal == "wall_clock" else f"{b.epochs} epochs"
         con.print(f"budget rule: equal {b.equal}{ref} at {limit}{extra}")
+    _print_deviations(con, spec, trials)
     return EXIT_OK
+
+
+def _official_text(trial) -> str:
+    """The marked official config, shortened to its last two parts (the table is narrow)."""
+    if trial.official is None:
+        return ""
+    tail = "/".join(trial.official.split("/")[-2:])
+    return f"{tail} ({len(trial.deviations)} dev.)" if trial.deviations else tail
+
+
+def _print_deviations(con, spec, trials) -> None:
+    marked = sum(t.official is not None for t in trials)
+    if spec.profile is not None:
+        con.print(f"official markers: none under profile {spec.profile!r} (it changes what runs)")
+        return
+    con.print(f"{marked} of {len(trials)} trials reproduce an official configuration")
+    if not spec.deviations:
+        return
+    from rich.table import Table
+
+    table = Table(
+        title="declared deviations from the official configurations", title_justify="left"
+    )
+    for col in ("where", "key", "official", "ours", "reason"):
+        table.add_column(col, overflow="fold")
+    for d in spec.deviations:
+        table.add_row(d["where"], d["key"], repr(d["official"]), repr(d["ours"]), d["reason"])
+    con.print(table)
 
 
 # ---------------------------------------------------------------- status

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runners.spec import Spec, SpecError
+from runners.spec import OFFICIAL, Spec, SpecError
 from runners.yamlio import Pos
 
 # Keys that never change what a trial computes: where it runs and where it reads or logs.
@@ -43,6 +43,10 @@ class Trial:
     axes: dict[str, Any] = field(default_factory=dict)
     # How the budget rule set this trial's length (exact vs rounded epochs), if a rule applies.
     budget: dict[str, Any] | None = None
+    # The official configuration this trial's cell reproduces (see runners.spec.OFFICIAL) and
+    # the spec's declared deviations from it.
+    official: str | None = None
+    deviations: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,6 +56,8 @@ class Trial:
             "axes": self.axes,
             "config": self.config,
             "budget": self.budget,
+            "official": self.official,
+            "deviations": list(self.deviations),
         }
 
 
@@ -376,6 +382,7 @@ def _expand_raw(spec: Spec, max_trials: int | None = DEFAULT_MAX_TRIALS) -> list
     seed_src = _src(spec, "seeds")
     for vname, variant, partial, sources, grid_axes, zips in parts:
         for index, combo in enumerate(_combos(grid_axes, zips)):
+            marker = combo.pop(OFFICIAL, (variant.official, None))[0]
             for seed in spec.seeds:
                 cfg = dict(partial)
                 src_map = dict(sources)
@@ -394,6 +401,8 @@ def _expand_raw(spec: Spec, max_trials: int | None = DEFAULT_MAX_TRIALS) -> list
                         "fallback": _Src(f"variants.{vname}", variant.where),
                         # Rows of one group differ only in their seed (see _resolve_rows).
                         "group": (vname, index),
+                        # Markers describe the spec as written: a profile changes what runs.
+                        "official": marker if spec.profile is None else None,
                     }
                 )
 
@@ -585,6 +594,8 @@ def plan(spec: Spec, *, max_trials: int | None = DEFAULT_MAX_TRIALS) -> list[Tri
                 seed=row["seed"],
                 axes=row["axes"],
                 budget=row.get("budget"),
+                official=row["official"],
+                deviations=tuple(spec.deviations_for(row["variant"], row["official"])),
             )
         )
     return trials

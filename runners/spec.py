@@ -34,7 +34,11 @@ BACKEND_OPTIONS = {
 }
 BUDGET_RULES = ("epochs", "backward_passes", "wall_clock")
 # Keys of a variant mapping that describe the variant rather than the trial config.
-VARIANT_META_KEYS = ("grid", "zip", "include")
+VARIANT_META_KEYS = ("grid", "zip", "include", "official")
+# Marks the official run configuration a variant (or, as a zip axis, each cell) reproduces:
+# a path of the authors' configs (`tests/sweeps/data/official_configs.yaml`). Not a config key.
+OFFICIAL = "official"
+DEVIATION_ALL = "*"
 
 
 class SpecError(Exception):
@@ -120,6 +124,16 @@ class BackendModel(_Strict):
     mem_gb: float | None = Field(default=None, gt=0)
 
 
+class DeviationModel(_Strict):
+    """A deliberate difference from the official configuration of marked cells."""
+
+    where: str = Field(min_length=1)  # a variant, an official config path, or "*"
+    key: str = Field(min_length=1)  # the trial config key (dotted inside a mapping)
+    official: Any
+    ours: Any
+    reason: str = Field(min_length=1)
+
+
 class SpecModel(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str | None = None
@@ -135,6 +149,7 @@ class SpecModel(_Strict):
     backend: BackendModel | None = None
     tune: dict[str, Any] | None = None
     report: dict[str, Any] | None = None
+    deviations: list[DeviationModel] = Field(default_factory=list)
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
@@ -165,6 +180,8 @@ class Variant:
     # Position of each config key (own or included), for error messages.
     pos: dict[str, Pos] = field(default_factory=dict)
     where: Pos = ("<unknown>", 0)
+    # The official configuration every cell reproduces (a per-cell one is the zip axis `official`).
+    official: str | None = None
 
 
 @dataclass
@@ -197,6 +214,14 @@ class Spec:
     description: str | None
     profiles: tuple[str, ...]
     raw: LineDict
+    deviations: list[dict[str, Any]] = field(default_factory=list)
+
+    def deviations_for(self, variant: str, official: str | None) -> list[dict[str, Any]]:
+        """The declared deviations that apply to a cell of ``variant`` marked ``official``."""
+        if official is None:
+            return []
+        names = (variant, official, DEVIATION_ALL)
+        return [d for d in self.deviations if d["where"] in names]
 
     @property
     def sweep_name(self) -> str:
@@ -387,6 +412,77 @@ def _load_include(spec_path: Path, variant: str, value: Any, pos: Pos) -> LineDi
     return data
 
 
+def _is_marker(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _official_marker(body: LineDict, vname: str) -> str | None:
+    """A variant's own `official:` marker, after checking the per-cell form (a zip axis)."""
+    key = f"variants.{vname}.{OFFICIAL}"
+    grid = body.get("grid")
+    if isinstance(grid, dict) and OFFICIAL in grid:
+        raise SpecError(
+            *grid.key_pos(OFFICIAL),
+            f"variants.{vname}.grid.{OFFICIAL}",
+            "per-cell official markers are an axis of the variant's zip, one per cell",
+        )
+    zipped = body.get("zip")
+    if isinstance(zipped, dict) and OFFICIAL in zipped:
+        if OFFICIAL in body:
+            raise SpecError(*body.key_pos(OFFICIAL), key, "set per variant or per cell, not both")
+        values = zipped[OFFICIAL]
+        for i, value in enumerate(values):
+            if value is not None and not _is_marker(value):
+                pos = values.item_pos(i) if isinstance(values, LineList) else body.where
+                raise SpecError(
+                    *pos,
+                    f"variants.{vname}.zip.{OFFICIAL}.{i}",
+                    "expected an official config path, or null for a cell that is an ablation",
+                    got=value,
+                )
+    if OFFICIAL not in body:
+        return None
+    value = body[OFFICIAL]
+    if not _is_marker(value):
+        raise SpecError(*body.key_pos(OFFICIAL), key, "expected an official config path", got=value)
+    return value
+
+
+def _markers(raw: Any) -> set[str]:
+    """Every official config path the spec's variants name."""
+    out: set[str] = set()
+    variants = raw.get("variants") if isinstance(raw, dict) else None
+    for body in (variants or {}).values():
+        if not isinstance(body, dict):
+            continue
+        if _is_marker(body.get(OFFICIAL)):
+            out.add(body[OFFICIAL])
+        zipped = body.get("zip")
+        if isinstance(zipped, dict) and isinstance(zipped.get(OFFICIAL), list):
+            out.update(v for v in zipped[OFFICIAL] if _is_marker(v))
+    return out
+
+
+def _deviations(raw, model, variants, markers: set[str]) -> list[dict[str, Any]]:
+    """The `deviations:` list, each `where` naming a variant, a marked official path or "*"."""
+    out = []
+    items = raw.get("deviations") or []
+    allowed = [*variants, DEVIATION_ALL, "an official path the variants mark"]
+    for i, dev in enumerate(model.deviations):
+        pos = items.item_pos(i) if isinstance(items, LineList) else raw.where
+        where = dev.where
+        if where not in variants and where not in markers and where != DEVIATION_ALL:
+            raise SpecError(
+                *pos,
+                f"deviations.{i}.where",
+                "names no variant or marked cell",
+                got=where,
+                allowed=allowed,
+            )
+        out.append(dev.model_dump())
+    return out
+
+
 def load_spec(path: str | Path, profile: str | None = None) -> Spec:
     """Load, merge ``profile`` and validate a spec; raise ``SpecError`` for any problem.
 
@@ -429,7 +525,9 @@ def load_spec(path: str | Path, profile: str | None = None) -> Spec:
                 f"unknown profile {profile!r}",
                 allowed=list(profile_names) or "none defined",
             )
-        raw = merge(raw, profiles[profile])
+        unmerged, raw = raw, merge(raw, profiles[profile])
+    else:
+        unmerged = raw
 
     try:
         model = SpecModel.model_validate(dict(raw))
@@ -438,6 +536,12 @@ def load_spec(path: str | Path, profile: str | None = None) -> Spec:
 
     for section in ("grid", "zip"):
         _check_axes(raw, (section,), raw.get(section), zipped=section == "zip")
+        if isinstance(raw.get(section), dict) and OFFICIAL in raw[section]:
+            raise SpecError(
+                *raw[section].key_pos(OFFICIAL),
+                f"{section}.{OFFICIAL}",
+                "official markers belong to a variant: `official: PATH` or an axis of its zip",
+            )
     for axis in set(model.grid) & set(model.zip):
         raise SpecError(*raw["zip"].key_pos(axis), f"zip.{axis}", "also a grid axis")
     seeds = _seeds(raw, raw.get("seeds"))
@@ -476,6 +580,7 @@ def load_spec(path: str | Path, profile: str | None = None) -> Spec:
             zip=axes["zip"],
             pos=dict(config.pos),
             where=vpos,
+            official=_official_marker(body, vname),
         )
 
     budget = None
@@ -502,6 +607,7 @@ def load_spec(path: str | Path, profile: str | None = None) -> Spec:
                 allowed=list(variants),
             )
 
+    deviations = _deviations(raw, model, variants, _markers(raw) | _markers(unmerged))
     metric = model.metric.model_dump() if model.metric else {}
     spec = Spec(
         path=path,
@@ -522,5 +628,6 @@ def load_spec(path: str | Path, profile: str | None = None) -> Spec:
         description=model.description,
         profiles=profile_names,
         raw=raw,
+        deviations=deviations,
     )
     return spec

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -238,3 +239,68 @@ def test_plan_json_and_table(tmp_path, capsys, monkeypatch):
     assert "4 trials (0 done, 4 to run)" in out
     # 2 epochs x ceil(128/32) steps x passes/step (SASSHA k=2: 2.5, AdamW: 1), two seeds each
     assert "budget: 56 backward passes" in out
+
+
+MARKED = """\
+name: marked
+workload: digits_mlp
+base: {epochs: 1}
+variants:
+  sgd:
+    optimizer: sgd
+    zip:
+      lr: [0.1, 0.2, 0.3]
+      official: [cfg/a.sh, null, cfg/c.sh]
+  adamw: {optimizer: adamw, official: cfg/d.sh}
+  ablation: {optimizer: sam_sgd}
+seeds: [0, 1]
+deviations:
+  - {where: cfg/c.sh, key: lr, official: 0.25, ours: 0.3, reason: rounded up}
+  - {where: adamw, key: eps, official: 1.0e-4, ours: 1.0e-8, reason: torch default}
+  - {where: "*", key: epochs, official: 160, ours: 1, reason: a short run}
+profiles:
+  short: {seeds: [0]}
+"""
+
+
+def test_official_markers_and_deviations_reach_every_trial(tmp_path, capsys):
+    path = write_spec(tmp_path, MARKED)
+    trials = plan(load_spec(path))
+    marks = {(t.variant, t.config.get("lr"), t.seed): t.official for t in trials}
+    assert marks[("sgd", 0.1, 0)] == marks[("sgd", 0.1, 1)] == "cfg/a.sh"
+    assert marks[("sgd", 0.2, 0)] is None  # a null cell is an ablation
+    assert marks[("sgd", 0.3, 1)] == "cfg/c.sh"
+    assert {t.official for t in trials if t.variant == "adamw"} == {"cfg/d.sh"}
+    assert {t.official for t in trials if t.variant == "ablation"} == {None}
+    # The marker is no config key: it does not enter the trial's identity or its axes.
+    assert all("official" not in t.config and "official" not in t.axes for t in trials)
+    plain = MARKED.split("deviations:")[0].replace("official: [cfg/a.sh, null, cfg/c.sh]", "")
+    plain = plain.replace(", official: cfg/d.sh", "")
+    unmarked = write_spec(tmp_path, plain, "u.yaml")
+    hashes = {t.hash for t in plan(load_spec(unmarked))}
+    assert {t.hash for t in trials} == hashes
+    by = {(t.variant, t.config.get("lr")): t for t in trials}
+    assert [d["key"] for d in by[("sgd", 0.3)].deviations] == ["lr", "epochs"]
+    assert [d["key"] for d in by[("sgd", 0.1)].deviations] == ["epochs"]
+    assert [d["key"] for d in by[("adamw", 0.01)].deviations] == ["eps", "epochs"]
+    assert by[("sgd", 0.2)].deviations == () and by[("ablation", 0.1)].deviations == ()
+
+    code, out, _ = run_main(capsys, "plan", path, "--json")
+    assert code == 0
+    rows = json.loads(out)
+    c = next(r for r in rows if r["official"] == "cfg/c.sh")
+    assert c["deviations"][0] == {
+        "where": "cfg/c.sh",
+        "key": "lr",
+        "official": 0.25,
+        "ours": 0.3,
+        "reason": "rounded up",
+    }
+    code, out, _ = run_main(capsys, "plan", path)
+    assert "6 of 10 trials reproduce an official configuration" in out
+    assert "declared deviations" in out and "torch default" in out
+    # Under a profile the markers are dropped: a profile changes what runs.
+    short = plan(load_spec(path, "short"))
+    assert {t.official for t in short} == {None}
+    code, out, _ = run_main(capsys, "plan", path, "-p", "short")
+    assert "none under profile 'short'" in out
