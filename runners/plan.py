@@ -253,6 +253,43 @@ def _combos(axes: list[tuple[str, list[Any], _Src]], zips: list[dict]) -> list[d
     return out
 
 
+def _check_model(workload: str, overrides: Any, src: _Src) -> None:
+    """Model overrides by name and type against what the workload's model reads: a typo
+    would otherwise train the baseline model under a new hash."""
+    from sassha.workload_info import check_kind, model_keys
+
+    keys = model_keys(workload)
+    if keys is None or not isinstance(overrides, Mapping):
+        return
+    prefix = src.key if src.key.endswith("model") else "model"
+    for key, value in overrides.items():
+        where = _Src(f"{prefix}.{key}", src.pos)
+        if key not in keys:
+            allowed = [f"{k} ({kind})" for k, kind in sorted(keys.items())]
+            raise _fail(where, f"not an override of {workload}'s model", allowed=allowed)
+        if not check_kind(keys[key], value):
+            raise _fail(where, f"must be {_article(keys[key])}", got=value)
+
+
+def _article(kind: str) -> str:
+    return f"a {kind}" if kind not in ("integer",) else f"an {kind}"
+
+
+def _check_metric(spec: Spec, trials: list[Trial]) -> None:
+    """The spec's metric must be one that the trials of every workload in it log."""
+    from sassha.workload_info import metrics
+
+    name = (spec.metric or {}).get("name")
+    if not name:
+        return
+    for workload in dict.fromkeys(t.config["workload"] for t in trials):
+        logged = metrics(workload)
+        if logged and name not in logged:
+            raise spec.error(
+                ("metric", "name"), f"{workload} trials never log it", got=name, allowed=logged
+            )
+
+
 def _attribute(message: str, sources: Mapping[str, _Src], fallback: _Src) -> _Src:
     """The source of the first config key that an error message names."""
     words = message.replace("'", " ").replace('"', " ").replace(":", " ").split()
@@ -439,6 +476,7 @@ def _resolve(row: dict[str, Any]) -> dict[str, Any]:
             allowed=sorted(_workload_names()),
         )
     _check_value("workload", workload, sources.get("workload", fallback))
+    _check_model(workload, partial.get("model"), sources.get("model", fallback))
     optimizer = partial["optimizer"]
     allowed = _trial_keys(workload, optimizer) | optimizer_hparams(optimizer)
     for key, value in partial.items():
@@ -598,6 +636,7 @@ def plan(spec: Spec, *, max_trials: int | None = DEFAULT_MAX_TRIALS) -> list[Tri
                 deviations=tuple(spec.deviations_for(row["variant"], row["official"])),
             )
         )
+    _check_metric(spec, trials)
     return trials
 
 

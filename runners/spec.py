@@ -135,7 +135,9 @@ class DeviationModel(_Strict):
 
 
 class SpecModel(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    # The name becomes a folder, an MLflow experiment and Slurm/Ray job names: short, and safe
+    # in paths on every backend.
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     description: str | None = None
     workload: str | None = None
     metric: MetricModel | None = None
