@@ -185,6 +185,7 @@ _register(
             perturb_eps=1e-12,
             abs_hessian=True,
             hessian_bias_correction="steps",
+            hessian_point="perturbed",
             **_HESSIAN_COMMON,
         ),
         weight_decay_mode="decoupled",

@@ -109,21 +109,34 @@ class HessianPreconditioned(torch.optim.Optimizer):
         return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
 
     def _evaluate(
-        self, closure: Closure, params: list[Tensor], hessian: bool, freeze_bn: bool
+        self,
+        closure: Closure,
+        params: list[Tensor],
+        hessian: bool,
+        freeze_bn: bool,
+        before_hvp: Callable[[], None] | None = None,
     ) -> tuple[Tensor, list[Tensor], list[Tensor] | None]:
         """One closure pass: loss, gradient and (when ``hessian``) the Hutchinson diagonal.
+
+        ``before_hvp`` runs between building the gradient graph and differentiating it again
+        (SASSHA's ``hessian_point="official_loop"`` restores the weights there).
 
         Under data parallelism the gradient and the estimate are averaged across ranks here, in
         one bucketed all-reduce; the returned loss stays this rank's. Inside a
         :func:`~sassha.optim.clipping.clip_grad_norm` context the gradient is then clipped.
         """
-        loss, grads, est = self._evaluate_local(closure, params, hessian, freeze_bn)
+        loss, grads, est = self._evaluate_local(closure, params, hessian, freeze_bn, before_hvp)
         average_([*grads, *(est or ())])
         clip_(grads)  # the gradient only: a Hutchinson estimate is never clipped
         return loss, grads, est
 
     def _evaluate_local(
-        self, closure: Closure, params: list[Tensor], hessian: bool, freeze_bn: bool
+        self,
+        closure: Closure,
+        params: list[Tensor],
+        hessian: bool,
+        freeze_bn: bool,
+        before_hvp: Callable[[], None] | None = None,
     ) -> tuple[Tensor, list[Tensor], list[Tensor] | None]:
         g0 = self.param_groups[0]
         with P.frozen_bn_stats(self._model if freeze_bn else None):
@@ -141,6 +154,8 @@ class HessianPreconditioned(torch.optim.Optimizer):
                 grads = self._grads(loss, params, create_graph=hessian)
             if not hessian:
                 return loss.detach(), grads, None
+            if before_hvp is not None:
+                before_hvp()
             gen = self._probe_generator(params)
             with torch.enable_grad():
                 est = hutchinson.hutchinson_diag(grads, params, gen, g0["n_samples"])
@@ -264,10 +279,12 @@ class _SasshaFamily(HessianPreconditioned):
         hvp_method: str = "double_backward",
         model: torch.nn.Module | None = None,
         foreach: bool | None = None,
+        **extra: Any,
     ):
         super().__init__(
             params,
             dict(
+                **extra,
                 lr=lr,
                 betas=betas,
                 weight_decay=weight_decay,
@@ -299,9 +316,29 @@ class SASSHA(_SasshaFamily):
     ``hvp_method="forward_over_reverse"`` takes the refresh step's gradient and Hessian product
     from one ``torch.func`` pass; it needs ``model=`` and a closure that reaches the parameters
     through that model. ``"double_backward"`` (default) was the faster one on CPU ResNets.
+
+    ``hessian_point`` says where the refresh step's Hessian estimate is taken:
+
+    * ``"perturbed"`` (default, Algorithm 1): at ``x + e``, the point of the second gradient.
+    * ``"official_loop"``: what the authors' published training loop computes. It restores the
+      weights to ``x`` through ``.data`` (so autograd's version counters do not move) after the
+      gradient graph is built at ``x + e`` and before that graph is differentiated again. The
+      Hessian-vector product then reads the weights saved in the graph at ``x`` but every
+      activation from ``x + e``: a hybrid point, neither ``x`` nor ``x + e`` (on a problem
+      without activations it is ``x``). Choose it to reproduce the published numbers exactly;
+      it needs ``hvp_method="double_backward"``.
     """
 
     _name = "SASSHA"
+
+    def __init__(self, params, *, hessian_point: str = "perturbed", **kwargs: Any):
+        check_hparams(dict(hessian_point=hessian_point))
+        if hessian_point == "official_loop" and kwargs.get("hvp_method") == "forward_over_reverse":
+            raise ValueError(
+                "hessian_point='official_loop' needs hvp_method='double_backward' "
+                "(the hybrid point exists only in a double-backward graph)"
+            )
+        super().__init__(params, hessian_point=hessian_point, **kwargs)
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:
@@ -311,10 +348,20 @@ class SASSHA(_SasshaFamily):
         perturb = any(g["rho"] > 0 for g, ps in groups if ps)
 
         if perturb:
+            foreach = P.use_foreach(self.param_groups[0]["foreach"], params)
             loss, grads, _ = self._evaluate(closure, params, hessian=False, freeze_bn=False)
             saved = self._perturb(groups, params, grads)
-            _, grads, est = self._evaluate(closure, params, bool(hess_params), freeze_bn=True)
-            P.restore_(params, saved, P.use_foreach(self.param_groups[0]["foreach"], params))
+            restore_early = None
+            if self.param_groups[0]["hessian_point"] == "official_loop":
+                # Written through .data: the graph built at x + e stays differentiable and the
+                # weights it saved read x from here on.
+                def restore_early():
+                    P.restore_([p.data for p in params], saved, foreach)
+
+            _, grads, est = self._evaluate(
+                closure, params, bool(hess_params), freeze_bn=True, before_hvp=restore_early
+            )
+            P.restore_(params, saved, foreach)
         else:
             loss, grads, est = self._evaluate(closure, params, bool(hess_params), freeze_bn=False)
 

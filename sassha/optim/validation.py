@@ -95,6 +95,7 @@ CHECKS: dict[str, Check] = {
     "clip_threshold": positive,
     "hessian_bias_correction": one_of("steps", "refreshes"),
     "hvp_method": one_of("double_backward", "forward_over_reverse"),
+    "hessian_point": one_of("perturbed", "official_loop"),
     "foreach": optional_bool,
     "preconditioning_compute_steps": positive_int,
     "bs": positive_int,

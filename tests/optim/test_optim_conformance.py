@@ -220,6 +220,7 @@ BAD = {
     "abs_hessian": ["yes"],
     "hessian_bias_correction": ["never"],
     "hvp_method": ["magic"],
+    "hessian_point": ["x", None],
     "foreach": ["x"],
     "nesterov": ["x"],
     "perturb_eps": [-1.0],

@@ -81,6 +81,39 @@ def test_forward_over_reverse_matches_golden():
     assert_close(torch.stack(xs), golden()["trajectories"]["P2"]["C2"]["paper"]["x"], 1e-9, "x")
 
 
+@pytest.mark.parametrize("config", ["C1", "C2", "C3", "C4", "C5"])
+@pytest.mark.parametrize("layout", ["flat", "split"])
+@pytest.mark.parametrize("problem", ["P1", "P2"])
+def test_official_loop_matches_golden(problem, layout, config):
+    """hessian_point='official_loop' takes the HVP with the weights back at x. A loss written on
+    the parameters themselves saves no activation, so that point is x: the 'official_loop'
+    variant. (A loss on torch.cat(params) would save the perturbed concatenation instead.)"""
+    params, flat, _ = make_problem(problem, layout, torch.float64)
+    prob = golden()["problems"][problem]
+    coefs = []
+    for part in prob["layouts"][layout]:
+        lo, hi = part["flat_slice"]
+        coefs.append(
+            [
+                torch.tensor(prob[k][lo:hi], dtype=torch.float64).reshape(part["shape"])
+                for k in "abc"
+            ]
+        )
+
+    def closure():
+        return sum(
+            (a * p**2 / 2 + b * p**4 / 4 + c * p).sum() for p, (a, b, c) in zip(params, coefs)
+        )
+
+    opt = SASSHA(params, hessian_point="official_loop", **optimizer_args(config))
+    xs = []
+    for _ in range(golden()["steps"]):
+        opt.step(closure)
+        xs.append(flat().detach().clone())
+    want = golden()["trajectories"][problem][config]["official_loop"]["x"]
+    assert_close(torch.stack(xs), want, 1e-9, "x")
+
+
 def test_official_loop_variant_differs_on_p2():
     """Guards the test itself: P2 separates the Hessian placements by far more than 1e-9."""
     traj = golden()["trajectories"]["P2"]["C1"]
@@ -129,3 +162,19 @@ def test_no_abs_with_square_root_stays_finite():
     d = opt.state[params[0]]["exp_hessian_diag"]
     assert (d < 0).any()  # the ablation really sees negative curvature
     assert all(torch.isfinite(x).all() for x in rec["x"])
+
+
+def test_official_loop_needs_double_backward():
+    params, _, _ = make_problem("P1", "flat", torch.float64)
+    with pytest.raises(ValueError, match="hessian_point='official_loop' needs hvp_method"):
+        SASSHA(
+            params,
+            hessian_point="official_loop",
+            hvp_method="forward_over_reverse",
+            lr=0.1,
+            rho=0.1,
+        )
+    with pytest.raises(
+        ValueError, match="hessian_point must be one of 'perturbed', 'official_loop'"
+    ):
+        SASSHA(params, hessian_point="x + e", lr=0.1, rho=0.1)
