@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sassha import hessian
+from sassha import checkpoint, hessian
 
 
 @dataclass
@@ -163,7 +163,9 @@ def load_trial(trial_dir, device: str = "cpu"):
         config = config["config"]
     workload = get_workload(config["workload"])
     model = workload.build_model(config)
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = checkpoint.load(str(ckpt_path))
+    if state is None:
+        raise FileNotFoundError(f"{ckpt_path} and its previous checkpoint are unreadable")
     if isinstance(state, dict):
         for key in ("model", "model_state", "model_state_dict", "state_dict"):
             if isinstance(state.get(key), dict):

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import time
 import traceback
 import warnings
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from sassha import checkpoint
 from sassha import sharpness as S
 from sassha.hessian import BatchLoss, trainable_params
 from sassha.optim import build_optimizer, clip_grad_norm, get_spec
@@ -395,29 +395,6 @@ def _set_rng_states(states: Mapping[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def _atomic_save(obj: Any, path: str) -> None:
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 def _better(name: str, new: float, old: float) -> bool:
@@ -824,12 +801,13 @@ class Trial:
         # A process killed while writing leaves its temporary file; the checkpoint is intact.
         directory = os.path.dirname(self.ckpt_path)
         for name in os.listdir(directory):
-            if name.startswith(".checkpoint-") and name.endswith(".tmp"):
+            if name.startswith(checkpoint.TMP_PREFIX) and name.endswith(checkpoint.TMP_SUFFIX):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(directory, name))
-        if not os.path.exists(self.ckpt_path):
+        # A corrupt file is named in the log and set aside; the previous one, or none, is used.
+        ckpt = checkpoint.load(self.ckpt_path)
+        if ckpt is None:
             return None
-        ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
         if ckpt.get("version") != CHECKPOINT_VERSION:
             raise ValueError(
                 f"{self.ckpt_path}: checkpoint version {ckpt.get('version')!r} is not "
@@ -870,7 +848,7 @@ class Trial:
             "loader_rng": self.loader_gen.get_state(),
             "result": result,
         }
-        _atomic_save(state, self.ckpt_path)
+        checkpoint.save(state, self.ckpt_path)
 
     def _restore(self, ckpt: Mapping[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])

@@ -128,3 +128,22 @@ def test_runs_left_running_by_a_dead_process_are_killed_and_the_parent_ends(tmp_
     assert code == 0 and "Nothing to run" in out
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
     assert client.get_run(child.info.run_id).info.status == "FINISHED"
+
+
+def test_retry_failed_recovers_a_trial_whose_only_problem_was_its_checkpoint(tmp_path, capsys):
+    from runners_helpers import TINY, run_main
+
+    spec = write_spec(tmp_path, TINY)
+    work = tmp_path / "work"
+    code, _, _ = run_main(capsys, "run", spec, "--no-tracking", "--workdir", work)
+    assert code == 0
+    trial = sorted((work / "trials").iterdir())[0]
+    (trial / "checkpoint.pt").write_bytes(b"\x80\x02garbage")
+    (trial / "checkpoint.prev.pt").write_bytes(b"")
+    (trial / "result.json").write_text(json.dumps({"status": "failed", "error": "unpickling"}))
+    code, out, err = run_main(
+        capsys, "run", spec, "--no-tracking", "--workdir", work, "--retry-failed"
+    )
+    assert code == 0, out + err
+    assert "4 finished, 0 diverged, 0 failed" in out
+    assert json.loads((trial / "result.json").read_text())["status"] == "finished"

@@ -136,11 +136,18 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
         timeout=120,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
-    assert sorted(os.listdir(tmp_path)) == [CHECKPOINT_NAME]  # no temp file left behind
+    # No temporary file left behind: the checkpoint and its checksum (and the previous pair).
+    kept = {
+        CHECKPOINT_NAME,
+        "checkpoint.pt.sha256",
+        "checkpoint.prev.pt",
+        "checkpoint.prev.pt.sha256",
+    }
+    assert {CHECKPOINT_NAME, "checkpoint.pt.sha256"} <= set(os.listdir(tmp_path)) <= kept
     (tmp_path / ".checkpoint-dead.tmp").write_bytes(b"half a checkpoint")  # a death mid-write
     resumed = run(config, checkpoint_dir=tmp_path)
     assert _same(resumed, reference) == {}
-    assert sorted(os.listdir(tmp_path)) == [CHECKPOINT_NAME]
+    assert {CHECKPOINT_NAME, "checkpoint.pt.sha256"} <= set(os.listdir(tmp_path)) <= kept
     assert resumed["lr"] == pytest.approx(0.5 * resolve_config(config)["lr"])
 
 
