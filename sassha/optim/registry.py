@@ -234,6 +234,7 @@ _register(
             eps=1e-4,
             hessian_power=1.0,
             lazy_hessian=1,
+            lazy_ema="every_step",
             **_HESSIAN_COMMON,
         ),
         weight_decay_mode="decoupled",

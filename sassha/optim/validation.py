@@ -96,6 +96,7 @@ CHECKS: dict[str, Check] = {
     "hessian_bias_correction": one_of("steps", "refreshes"),
     "hvp_method": one_of("double_backward", "forward_over_reverse"),
     "hessian_point": one_of("perturbed", "official_loop"),
+    "lazy_ema": one_of("every_step", "refresh_only"),
     "foreach": optional_bool,
     "preconditioning_compute_steps": positive_int,
     "bs": positive_int,

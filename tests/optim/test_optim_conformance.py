@@ -221,6 +221,7 @@ BAD = {
     "hessian_bias_correction": ["never"],
     "hvp_method": ["magic"],
     "hessian_point": ["x", None],
+    "lazy_ema": ["always", None],
     "foreach": ["x"],
     "nesterov": ["x"],
     "perturb_eps": [-1.0],

@@ -8,7 +8,7 @@ from _nets import replay, run_named, runs, scaled_error, step_errors
 
 TOL = 1e-9
 # Runs whose rule does not match the authors' yet: they must fail until it does.
-KNOWN_DIFFERENT = {"adahessian_k3", "shampoo"}
+KNOWN_DIFFERENT = {"shampoo"}
 
 
 def _check(run, **overrides) -> None:
