@@ -182,7 +182,7 @@ def welch_p(a, b) -> float:
 
 
 @dataclass
-class Claim:
+class Comparison:
     setting: dict
     winner: dict
     runner_up: dict
@@ -216,8 +216,8 @@ class Claim:
         )
 
 
-def _claim(setting, w, r, metric, compare) -> Claim:
-    return Claim(
+def _comparison(setting, w, r, metric, compare) -> Comparison:
+    return Comparison(
         setting=setting,
         winner={c: w[c] for c in compare},
         runner_up={c: r[c] for c in compare},
@@ -230,19 +230,19 @@ def _claim(setting, w, r, metric, compare) -> Claim:
     )
 
 
-def claims(agg: pd.DataFrame, metric: str, mode: str, by: list[str]) -> list[Claim]:
+def comparisons(agg: pd.DataFrame, metric: str, mode: str, by: list[str]) -> list[Comparison]:
     """Best vs runner-up with Welch's p over seeds.
 
-    The first claim is the headline: each variant at its best setting, the best variant against
+    The first comparison is the headline: each variant at its best setting, the best variant against
     the runner-up variant (with one variant: its best setting against the second best). Then,
-    with several variants, one claim per setting of the other group columns (workload, axis
+    with several variants, one comparison per setting of the other group columns (workload, axis
     values) where at least two variants ran: the best variant there against the runner-up.
     """
     if agg.empty or f"{metric}_mean" not in agg:
         return []
     ok = agg[agg[f"{metric}_n"] > 0]
     ascending = mode != "max"
-    out: list[Claim] = []
+    out: list[Comparison] = []
     several = "variant" in by and ok["variant"].nunique() > 1
     # Across workloads a best cell is meaningless (accuracies of different tasks).
     if several and "workload" not in by and "params.workload" not in by:
@@ -253,11 +253,11 @@ def claims(agg: pd.DataFrame, metric: str, mode: str, by: list[str]) -> list[Cla
         )
         if len(best_each) >= 2:
             w, r = best_each.iloc[0], best_each.iloc[1]
-            out.append(_claim({}, w, r, metric, list(by)))
+            out.append(_comparison({}, w, r, metric, list(by)))
     elif not several:
         ranked = ok.sort_values(f"{metric}_mean", ascending=ascending)
         if len(ranked) >= 2:
-            out.append(_claim({}, ranked.iloc[0], ranked.iloc[1], metric, list(by)))
+            out.append(_comparison({}, ranked.iloc[0], ranked.iloc[1], metric, list(by)))
         return out
     within = [c for c in by if c != "variant"]
     buckets: dict[tuple, list[int]] = {}
@@ -271,5 +271,5 @@ def claims(agg: pd.DataFrame, metric: str, mode: str, by: list[str]) -> list[Cla
             continue
         ranked = sub.sort_values(f"{metric}_mean", ascending=ascending)
         setting = {c: v for c, v in zip(within, key)}
-        out.append(_claim(setting, ranked.iloc[0], ranked.iloc[1], metric, ["variant"]))
+        out.append(_comparison(setting, ranked.iloc[0], ranked.iloc[1], metric, ["variant"]))
     return out

@@ -13,8 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import claims as claimstats
 from analysis import plots
-from analysis.aggregate import aggregate, claims, effective_axes, group_columns, trial_values
+from analysis.aggregate import (
+    aggregate,
+    comparisons,
+    effective_axes,
+    group_columns,
+    trial_values,
+)
 from analysis.load import SweepData, subset
 from analysis.tables import (
     SHARPNESS_METRICS,
@@ -89,18 +96,26 @@ class Progress:
 class Report:
     progress: Progress
     tables: list[Table] = field(default_factory=list)
-    claims: list[str] = field(default_factory=list)
+    comparisons: list[str] = field(default_factory=list)
+    verdicts: list[claimstats.Verdict] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_markdown(self, title: str = "") -> str:
         parts = [f"## {title}\n" if title else "", self.progress.describe() + "\n"]
+        verdicts = claimstats.to_markdown(self.verdicts)
+        # A contradicted claim is the first thing a reader sees.
+        contradicted = any(v.verdict == "contradicted" for v in self.verdicts)
+        if contradicted:
+            parts.append(verdicts)
         for t in self.tables:
             parts.append(t.to_markdown())
-        if self.claims:
+        if self.comparisons:
             parts.append("### Comparisons (Welch's t-test over seeds)\n")
-            parts.append("\n".join(f"- {c}" for c in self.claims) + "\n")
+            parts.append("\n".join(f"- {c}" for c in self.comparisons) + "\n")
+        if verdicts and not contradicted:
+            parts.append(verdicts)
         if self.notes:
             parts.append("\n".join(self.notes) + "\n")
         return "\n".join(p for p in parts if p)
@@ -190,9 +205,11 @@ def build_report(
     budget: bool = False,
     workdir: Path | None = None,
     tables="auto",
+    claims=(),
     **options,
 ) -> Report:
-    """Tables, comparisons and figures for ``data``; files go to ``out`` in ``formats``."""
+    """Tables, comparisons, claim verdicts and figures for ``data``; files go to ``out`` in
+    ``formats``. ``claims`` are a spec's ``claims:`` entries (``analysis.claims.ClaimSpec``)."""
     opts = {k: d for k, (_, d) in OPTIONS.items()}
     opts.update(options)
     report = Report(progress=progress(data, planned_hashes))
@@ -222,7 +239,11 @@ def build_report(
     pct = is_percent(metric)
     fmt = (lambda x: f"{100 * x:.2f}%") if pct else fmt_number
     cells = generic if cell_by == by else aggregate(data, [metric], by=cell_by, **agg_kw)
-    report.claims = [c.describe(column_label, fmt) for c in claims(cells, metric, mode, cell_by)]
+    report.comparisons = [
+        c.describe(column_label, fmt) for c in comparisons(cells, metric, mode, cell_by)
+    ]
+    if claims:
+        report.verdicts = evaluate_claims(data, claims, best=best, metric=metric, mode=mode)
 
     if "accuracy" in wanted:
         agg = aggregate(data, [metric], by=["workload", "variant"], **agg_kw)
@@ -274,11 +295,28 @@ def build_report(
                     raise ReportError(f"{key}: needs the sweep's working folder")
                 report.figures.append(fn(data, workdir, out, _hashes(opts[key]), opts))
         report.files += report.figures
+        if report.verdicts:
+            report.files += claimstats.write(report.verdicts, out)
         if "md" in formats:
             path = out / "report.md"
             path.write_text(report.to_markdown(data.sweep))
             report.files.append(path)
     return report
+
+
+def evaluate_claims(
+    data: SweepData, claims, *, best: bool = False, metric: str = "val_acc", mode: str = "max"
+) -> list[claimstats.Verdict]:
+    """Verdicts of ``claims`` on the trials of ``data`` (final values, or each trial's best epoch
+    by ``metric`` with ``best``)."""
+    specs = [
+        c if isinstance(c, claimstats.ClaimSpec) else claimstats.ClaimSpec.from_dict(c)
+        for c in claims
+    ]
+    names = sorted({c.metric for c in specs if c.kind != "rate"})
+    values = trial_values(data, names, best=best, metric=metric, mode=mode)
+    frame = pd.concat([data.runs.drop(columns=names, errors="ignore"), values], axis=1)
+    return claimstats.evaluate(specs, frame, data.axes)
 
 
 def _hashes(value) -> list[str]:

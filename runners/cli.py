@@ -645,6 +645,7 @@ def cmd_report(args) -> int:
             paper=args.paper,
             workdir=args.workdir,
             tracking_uri=args.tracking_uri,
+            seeds_for_claims=args.seeds_for_claims,
             **_parse_options(args.set),
         )
         or 0
@@ -749,6 +750,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="each trial's best epoch (by the spec's metric and mode) instead of its last",
     )
     sp.add_argument("--paper", action="store_true", help="compare with the paper's numbers")
+    sp.add_argument(
+        "--seeds-for-claims",
+        action="store_true",
+        help="treat the sweep as a pilot: print the seeds per side each claim needs (80%% power)",
+    )
     sp.add_argument("--tracking-uri")
     sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra report option")
     sp.set_defaults(func=cmd_report)

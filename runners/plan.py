@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from runners.claims import check_claims
 from runners.spec import OFFICIAL, Spec, SpecError
 from runners.yamlio import Pos
 
@@ -637,6 +638,7 @@ def plan(spec: Spec, *, max_trials: int | None = DEFAULT_MAX_TRIALS) -> list[Tri
             )
         )
     _check_metric(spec, trials)
+    check_claims(spec, trials)
     return trials
 
 

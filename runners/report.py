@@ -7,7 +7,9 @@ tracking store and the output folder, so that ``analysis`` never needs the runne
 
 from __future__ import annotations
 
+import math
 import sys
+import time
 from pathlib import Path
 
 from runners.spec import SpecError, load_spec
@@ -35,6 +37,7 @@ def run_report(
     paper: bool = False,
     workdir=None,
     tracking_uri: str | None = None,
+    seeds_for_claims: bool = False,
     **options,
 ) -> int:
     """Report on the sweep of ``spec_path``; returns the exit code (0 ok, 1 no runs, 2 error).
@@ -42,7 +45,9 @@ def run_report(
     Prints the Markdown tables and comparisons, writes ``formats`` (md, csv, tex, png) to
     ``out`` (default ``<workdir>/reports/``; workdir default ``runs/<sweep name>/``).
     ``options`` are listed in ``analysis.report.OPTIONS``; the spec's ``report:`` section
-    supplies defaults.
+    supplies defaults. The spec's ``claims:`` get verdicts, written as ``claims.md/.csv/.json``
+    and logged to the sweep's parent MLflow run; ``seeds_for_claims`` treats the sweep as a pilot
+    and prints the seeds per side its claims need instead of the report.
     """
     from analysis.load import load_sweep
     from analysis.report import ReportError, build_report
@@ -70,12 +75,79 @@ def run_report(
             variant_order=list(spec.variants),
             budget=spec.budget is not None,
             workdir=workdir,
+            claims=spec.claims,
             **opts,
         )
     except (SpecError, ReportError, FileNotFoundError, ValueError) as exc:
         print(f"sweep report: {exc}", file=sys.stderr)
         return 2
+    if seeds_for_claims:
+        print(_seeds_report(spec, trials, report))
+        return 0 if not data.runs.empty else 1
     print(report.to_markdown(f"{spec.sweep_name}: {metric['name']} ({metric.get('mode', 'max')})"))
+    if report.verdicts:
+        _log_verdicts(tracking_uri, spec, report.verdicts, out)
     if report.files:
         print(f"Wrote {len(report.files)} files to {out}/")
     return 0 if not data.runs.empty else 1
+
+
+def _seeds_report(spec, trials, report) -> str:
+    """How many seeds a full sweep needs for every claim to reach 80 % power, from this pilot."""
+    from analysis.claims import seeds_summary
+
+    if not spec.claims:
+        return f"{spec.path}: the spec states no claims (add a `claims:` block)"
+    need, lines = seeds_summary(report.verdicts)
+    head = [f"## Seeds for the claims of {spec.sweep_name} (pilot: {report.progress.describe()})"]
+    head.append("")
+    if need is None:
+        head.append("No claim could be sized from this pilot.")
+        return "\n".join(head + lines)
+    per_seed = len(trials) / max(len(spec.seeds), 1)
+    head.append(
+        f"A full sweep needs {need} seeds per side (`seeds: {need}`): "
+        f"{round(per_seed * need)} trials instead of {len(trials)}."
+    )
+    head.append("80 % power per claim at the pilot's effect and spread, nominal alpha = 0.05.")
+    return "\n".join(head + [""] + lines)
+
+
+def _log_verdicts(uri: str, spec, verdicts, out: Path) -> None:
+    """Verdicts on the sweep's parent run: a tag and Holm p per claim, the files as artifacts."""
+    from analysis.claims import headline
+
+    try:
+        from mlflow.entities import Metric
+
+        from runners import tracking
+
+        mc = tracking.client(uri)
+        exp = mc.get_experiment_by_name(spec.experiment)
+        found = exp and tracking.find_runs(
+            mc, exp.experiment_id, {"sweep": spec.sweep_name, "sweep_role": "parent"}
+        )
+        if not found:
+            return
+        run_id = found[0].info.run_id
+        tags = {f"claim.{_mlflow_key(v.id)}": v.verdict for v in verdicts}
+        tags["claims"] = headline(verdicts)
+        tracking.set_tags(mc, run_id, tags)
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(f"claim.{_mlflow_key(v.id)}.p_holm", v.p_holm, now, 0)
+            for v in verdicts
+            if not math.isnan(v.p_holm)
+        ]
+        if metrics:
+            tracking.with_retry(lambda: mc.log_batch(run_id, metrics=metrics))
+        for name in ("claims.json", "claims.md"):
+            if (out / name).exists():
+                tracking.with_retry(lambda n=name: mc.log_artifact(run_id, str(out / n), "claims"))
+    except Exception as exc:  # the report itself is written; a tracking hiccup must not hide it
+        print(f"sweep report: could not log the claim verdicts to MLflow ({exc})", file=sys.stderr)
+
+
+def _mlflow_key(text: str) -> str:
+    """MLflow names allow letters, digits, _ - . / and space: map the rest to '_'."""
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in text)

@@ -134,6 +134,24 @@ class DeviationModel(_Strict):
     reason: str = Field(min_length=1)
 
 
+class ClaimModel(_Strict):
+    """One ``claims:`` entry; cross-checks against the plan are in ``runners.claims``."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    kind: Literal["greater", "less", "order", "band", "rate"]
+    metric: str | None = None
+    a: str | list[str]
+    b: str | None = None
+    where: dict[str, Any] = Field(default_factory=dict)
+    for_each: str | list[str] | None = None
+    source: str | None = None
+    axis: str | None = None
+    tolerance: float | None = Field(default=None, gt=0)
+    reference: Any = None
+    direction: Literal["decreasing", "increasing"] = "decreasing"
+    published: dict[str, Any] | None = None
+
+
 class SpecModel(_Strict):
     # The name becomes a folder, an MLflow experiment and Slurm/Ray job names: short, and safe
     # in paths on every backend.
@@ -152,6 +170,7 @@ class SpecModel(_Strict):
     tune: dict[str, Any] | None = None
     report: dict[str, Any] | None = None
     deviations: list[DeviationModel] = Field(default_factory=list)
+    claims: list[ClaimModel] = Field(default_factory=list)
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
@@ -224,6 +243,9 @@ class Spec:
             return []
         names = (variant, official, DEVIATION_ALL)
         return [d for d in self.deviations if d["where"] in names]
+
+    # The ``claims:`` entries as plain mappings, read by ``analysis.claims.ClaimSpec.from_dict``.
+    claims: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def sweep_name(self) -> str:
@@ -316,7 +338,9 @@ def _pydantic_error(raw: LineDict, exc: ValidationError) -> SpecError:
 def _model_at(loc: tuple) -> type[BaseModel] | None:
     model: type[BaseModel] = SpecModel
     for key in loc:
-        fld = model.model_fields.get(key) if isinstance(key, str) else None
+        if isinstance(key, int):
+            continue  # an item of a list of models (claims.0)
+        fld = model.model_fields.get(key)
         if fld is None:
             return None
         ann = fld.annotation

@@ -7,7 +7,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from analysis.aggregate import aggregate, claims, effective_axes, group_columns, welch_p
+from analysis.aggregate import aggregate, comparisons, effective_axes, group_columns, welch_p
 from analysis.load import SweepData, load_sweep, parse_value
 
 A = [0.70, 0.72, 0.74]  # mean 0.72, sample std 0.02
@@ -95,9 +95,9 @@ def test_welch_p_matches_the_formula():
     assert welch_p([0.5, 0.5], [0.5, 0.5]) == 1.0
 
 
-def test_claims_best_vs_runner_up(sweep):
+def test_comparisons_best_vs_runner_up(sweep):
     agg = aggregate(sweep, ["val_acc"])
-    head, *rest = claims(agg, "val_acc", "max", ["variant", "params.k"])
+    head, *rest = comparisons(agg, "val_acc", "max", ["variant", "params.k"])
     # Headline: each variant at its best setting (a: k=1 with one seed, b: k=10).
     assert head.winner == {"variant": "a", "params.k": 1}
     assert head.runner_up == {"variant": "b", "params.k": 10}

@@ -1,0 +1,635 @@
+"""Claims as data: what a spec expects of its outcome, tested over seeds.
+
+A spec's ``claims:`` block states expectations such as "SASSHA reaches a higher val_acc than
+SGD at 40 % label noise" or "lambda_max is lower for SASSHA than for Sophia-H". Each claim is
+one test:
+
+- ``greater`` / ``less``: a > b (or a < b) on a metric, Welch's t-test.
+- ``order``: ``a`` is a list of variants ordered by the metric (first largest, or first smallest
+  with ``direction: increasing``); every adjacent pair is a Welch test and the chain holds when
+  every link does (intersection-union: its p is the largest link's).
+- ``band``: one variant's metric stays within ``tolerance`` (the metric's own units) of its value
+  at ``reference`` for every value of ``axis``; Welch TOST per value, intersection-union over them.
+- ``rate``: a diverges more often than b, one-sided Fisher exact test on diverged / ended trials.
+
+Every test gives two one-sided p-values, for the stated direction and against it; a claim's p is
+``min(1, 2 * min(for, against))`` (the two-sided p of the t-test) and Holm's correction runs over
+all claims of a report. A claim is *supported* (Holm-significant in the stated direction),
+*contradicted* (Holm-significant against it), *inconclusive*, or *not enough runs* (fewer than
+two values on a side). An inconclusive claim carries the seeds per side that would give 80 %
+power at the observed effect and spread (normal approximation, nominal alpha).
+
+This module holds the statistics and the evaluation on a frame of trial values; the spec model
+and its validation live in ``runners`` and nothing here imports them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+ALPHA = 0.05
+POWER = 0.8
+KINDS = ("greater", "less", "order", "band", "rate")
+RATE_METRIC = "diverged"
+MIN_VALUES = 2  # per side: Welch needs a spread on each side
+VERDICTS = ("supported", "contradicted", "inconclusive", "not enough runs")
+
+_CONDITION = re.compile(r"^\s*(<=|>=|==|!=|<|>)\s*(\S+)\s*$")
+_OPS = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    ">": operator.gt,
+}
+
+
+# ---------------------------------------------------------------- statistics
+
+
+@dataclass(frozen=True)
+class Test:
+    """One test's result: the effect and its CI, and the one-sided p for and against."""
+
+    effect: float
+    ci: tuple[float, float]
+    p_for: float
+    p_against: float
+
+    @property
+    def p(self) -> float:
+        return min(1.0, 2.0 * min(self.p_for, self.p_against))
+
+
+def _clean(values: Iterable) -> np.ndarray:
+    out = []
+    for v in values:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(f):
+            out.append(f)
+    return np.asarray(out, dtype=float)
+
+
+def welch(a: Sequence[float], b: Sequence[float], *, confidence: float = 0.95) -> Test:
+    """Welch's t-test of mean(a) > mean(b): effect mean(a) - mean(b) with its Welch CI."""
+    a, b = _clean(a), _clean(b)
+    if len(a) < MIN_VALUES or len(b) < MIN_VALUES:
+        raise ValueError(f"Welch's test needs >= {MIN_VALUES} values per side")
+    effect = float(a.mean() - b.mean())
+    if a.var(ddof=1) == 0 and b.var(ddof=1) == 0:
+        # No spread at all (for instance every seed identical): t is undefined. Equal means are
+        # no evidence either way; different ones are as certain as such data can be.
+        p_for = 0.5 if effect == 0 else (0.0 if effect > 0 else 1.0)
+        return Test(effect, (effect, effect), p_for, 1.0 - p_for if effect else 0.5)
+    res = stats.ttest_ind(a, b, equal_var=False, alternative="greater")
+    two = stats.ttest_ind(a, b, equal_var=False)
+    ci = two.confidence_interval(confidence_level=confidence)
+    p_for = float(res.pvalue)
+    return Test(effect, (float(ci.low), float(ci.high)), p_for, 1.0 - p_for)
+
+
+def tost(a: Sequence[float], b: Sequence[float], tolerance: float) -> Test:
+    """Welch two one-sided tests of |mean(a) - mean(b)| < tolerance.
+
+    ``p_for`` is the TOST p (the larger of the two one-sided p's); ``p_against`` the one-sided p
+    that the difference lies outside the band on the side the estimate is on. The CI is the
+    90 % interval that TOST at alpha = 0.05 corresponds to.
+    """
+    a, b = _clean(a), _clean(b)
+    if len(a) < MIN_VALUES or len(b) < MIN_VALUES:
+        raise ValueError(f"TOST needs >= {MIN_VALUES} values per side")
+    if tolerance <= 0:
+        raise ValueError("the tolerance of an equivalence test must be > 0")
+    base = welch(a, b, confidence=1 - 2 * ALPHA)
+    above = welch(a - tolerance, b)  # p_for: difference > +tolerance
+    below = welch(a + tolerance, b)  # p_against: difference < -tolerance
+    p_tost = max(above.p_against, below.p_for)
+    p_out = above.p_for if base.effect >= 0 else below.p_against
+    return Test(base.effect, base.ci, p_tost, p_out)
+
+
+def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def fisher_rate(k_a: int, n_a: int, k_b: int, n_b: int) -> Test:
+    """One-sided Fisher exact test that a's rate k_a/n_a exceeds b's.
+
+    The effect is the difference of the rates with Newcombe's hybrid score interval (from the
+    two Wilson intervals), which stays inside [-1, 1] and behaves at 0 and n events.
+    """
+    if min(n_a, n_b) < 1:
+        raise ValueError("a rate needs at least one trial per side")
+    table = [[k_a, n_a - k_a], [k_b, n_b - k_b]]
+    p_for = float(stats.fisher_exact(table, alternative="greater").pvalue)
+    p_against = float(stats.fisher_exact(table, alternative="less").pvalue)
+    pa, pb = k_a / n_a, k_b / n_b
+    (la, ua), (lb, ub) = wilson(k_a, n_a), wilson(k_b, n_b)
+    d = pa - pb
+    ci = (d - math.hypot(pa - la, ub - pb), d + math.hypot(ua - pa, pb - lb))
+    return Test(d, ci, p_for, p_against)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (NaN entries stay NaN and do not count)."""
+    idx = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
+    m = len(idx)
+    out = [float("nan")] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(sorted(idx, key=lambda j: pvalues[j])):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def seeds_for_difference(
+    effect: float, sd_a: float, sd_b: float, *, alpha: float = ALPHA, power: float = POWER
+) -> float:
+    """Seeds per side for a two-sided Welch test to detect ``effect`` with ``power``.
+
+    Normal approximation: n = (z_{1-alpha/2} + z_power)^2 (sd_a^2 + sd_b^2) / effect^2.
+    Infinite when the observed effect is zero.
+    """
+    if effect == 0:
+        return math.inf
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return max(MIN_VALUES, math.ceil(z**2 * (sd_a**2 + sd_b**2) / effect**2))
+
+
+def seeds_for_equivalence(
+    effect: float,
+    sd_a: float,
+    sd_b: float,
+    tolerance: float,
+    *,
+    alpha: float = ALPHA,
+    power: float = POWER,
+) -> float:
+    """Seeds per side for TOST to show |difference| < tolerance when the truth is ``effect``.
+
+    Normal approximation: n = (z_{1-alpha} + z_beta')^2 (sd_a^2 + sd_b^2) / (tolerance - |effect|)^2
+    with z_beta' = z_power, or z_{(1+power)/2} when the effect is exactly zero (both one-sided
+    tests then share the type-II error). Infinite when the effect is outside the band.
+    """
+    margin = tolerance - abs(effect)
+    if margin <= 0:
+        return math.inf
+    zb = stats.norm.ppf((1 + power) / 2) if effect == 0 else stats.norm.ppf(power)
+    z = stats.norm.ppf(1 - alpha) + zb
+    return max(MIN_VALUES, math.ceil(z**2 * (sd_a**2 + sd_b**2) / margin**2))
+
+
+def seeds_for_rates(p_a: float, p_b: float, *, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Trials per side for a two-sided two-proportion test (normal approximation)."""
+    if p_a == p_b:
+        return math.inf
+    bar = (p_a + p_b) / 2
+    za, zb = stats.norm.ppf(1 - alpha / 2), stats.norm.ppf(power)
+    num = za * math.sqrt(2 * bar * (1 - bar)) + zb * math.sqrt(p_a * (1 - p_a) + p_b * (1 - p_b))
+    return max(MIN_VALUES, math.ceil(num**2 / (p_a - p_b) ** 2))
+
+
+# ---------------------------------------------------------------- claims
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    """One claim of a spec (already validated by ``runners``)."""
+
+    id: str
+    kind: str
+    a: str | tuple[str, ...]
+    b: str | None = None
+    metric: str = "val_acc"
+    where: Mapping[str, Any] = field(default_factory=dict)
+    for_each: tuple[str, ...] = ()
+    source: str | None = None
+    axis: str | None = None
+    tolerance: float | None = None
+    reference: Any = None
+    direction: str = "decreasing"
+    published: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ClaimSpec:
+        d = dict(d)
+        if isinstance(d.get("a"), list):
+            d["a"] = tuple(d["a"])
+        fe = d.get("for_each") or ()
+        d["for_each"] = (fe,) if isinstance(fe, str) else tuple(fe)
+        d["where"] = dict(d.get("where") or {})
+        if d.get("kind") == "rate":
+            d["metric"] = RATE_METRIC
+        return cls(**{k: v for k, v in d.items() if v is not None or k in ("b",)})
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        a = self.a if isinstance(self.a, tuple) else (self.a,)
+        return a + ((self.b,) if self.b else ())
+
+    def statement(self) -> str:
+        m = self.metric
+        if self.kind == "greater":
+            return f"{m}: {self.a} > {self.b}"
+        if self.kind == "less":
+            return f"{m}: {self.a} < {self.b}"
+        if self.kind == "order":
+            sep = " < " if self.direction == "increasing" else " > "
+            return f"{m}: " + sep.join(self.a)
+        if self.kind == "band":
+            ref = "" if self.reference is None else f" of {self.axis}={_show(self.reference)}"
+            return f"{m} of {self.a} within ±{self.tolerance:g}{ref} over {self.axis}"
+        return f"diverges: {self.a} more often than {self.b}"
+
+
+def matches(value: Any, condition: Any) -> bool:
+    """Does a trial's axis value satisfy a ``where`` condition?
+
+    A condition is a value (equality), a list (membership) or a comparison string such as
+    ``"<= 100"``.
+    """
+    if isinstance(condition, list | tuple):
+        return any(matches(value, c) for c in condition)
+    parsed = parse_condition(condition)
+    if parsed is not None:
+        op, bound = parsed
+        try:
+            return value is not None and bool(op(float(value), bound))
+        except (TypeError, ValueError):
+            return False
+    if isinstance(condition, int | float) and isinstance(value, int | float):
+        return not isinstance(value, bool) and float(value) == float(condition)
+    return value == condition
+
+
+def parse_condition(condition: Any):
+    """``(operator, number)`` for a comparison string like ``"<= 100"``, else None."""
+    if not isinstance(condition, str):
+        return None
+    m = _CONDITION.match(condition)
+    if not m:
+        return None
+    try:
+        return _OPS[m.group(1)], float(m.group(2))
+    except ValueError:
+        return None
+
+
+@dataclass
+class Verdict:
+    id: str
+    source: str | None
+    kind: str
+    statement: str
+    metric: str
+    effect: float = float("nan")
+    ci_low: float = float("nan")
+    ci_high: float = float("nan")
+    p: float = float("nan")
+    p_holm: float = float("nan")
+    n: dict[str, int] = field(default_factory=dict)
+    verdict: str = "not enough runs"
+    seeds_needed: float = float("nan")
+    published: Mapping[str, Any] | None = None
+    note: str = ""
+    against: bool = False  # the smaller one-sided p is the one against the stated direction
+
+    def n_text(self) -> str:
+        return " / ".join(f"{v}" for v in self.n.values()) if self.n else "0"
+
+    def as_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["n"] = self.n_text()
+        row["published"] = json.dumps(self.published) if self.published else ""
+        return row
+
+
+class ClaimError(ValueError):
+    """A claim that cannot be evaluated on this data (for instance ambiguous cells)."""
+
+
+def _side(frame: pd.DataFrame, variant: str, where: Mapping[str, Any]) -> pd.DataFrame:
+    sel = frame["variant"] == variant
+    for axis, cond in where.items():
+        col = f"params.{axis}"
+        if col not in frame:
+            return frame.iloc[0:0]
+        sel &= frame[col].map(lambda v, c=cond: matches(v, c))
+    return frame[sel]
+
+
+def _cells(rows: pd.DataFrame, axes: Sequence[str]) -> list[tuple]:
+    cols = [f"params.{a}" for a in axes if f"params.{a}" in rows]
+    keys = {
+        tuple(None if isinstance(v, float) and math.isnan(v) else v for v in r)
+        for r in rows[cols].itertuples(index=False, name=None)
+    }
+    return sorted(keys, key=str)
+
+
+def _values(rows: pd.DataFrame, metric: str) -> np.ndarray:
+    done = rows[rows["status"] == "finished"]
+    return _clean(done[metric]) if metric in done else np.asarray([])
+
+
+def _one_cell(rows: pd.DataFrame, claim: ClaimSpec, variant: str, axes: Sequence[str]) -> None:
+    """A side must be one cell: pooling seeds of different settings would mix effects."""
+    cells = _cells(rows, axes)
+    if len(cells) > 1:
+        cols = [a for a in axes if f"params.{a}" in rows]
+        varying = [
+            a for i, a in enumerate(cols) if len({c[i] for c in cells}) > 1
+        ]  # the axes to pin
+        raise ClaimError(
+            f"claim {claim.id}: {variant} spans {len(cells)} cells (its {', '.join(varying)} "
+            "vary); pin them in `where` or split with `for_each`"
+        )
+
+
+def _spread(x: np.ndarray) -> float:
+    return float(x.std(ddof=1)) if len(x) > 1 else float("nan")
+
+
+def _pair(a: np.ndarray, b: np.ndarray, lower: bool) -> tuple[Test, float]:
+    t = welch(a, b)
+    if lower:  # a < b: flip the one-sided p-values, keep the effect as a - b
+        t = Test(t.effect, t.ci, t.p_against, t.p_for)
+    return t, seeds_for_difference(t.effect, _spread(a), _spread(b))
+
+
+def _evaluate_one(claim: ClaimSpec, frame: pd.DataFrame, axes: Sequence[str]) -> Verdict:
+    v = Verdict(
+        id=claim.id,
+        source=claim.source,
+        kind=claim.kind,
+        statement=claim.statement(),
+        metric=claim.metric,
+        published=claim.published,
+    )
+    free = [a for a in axes if a not in claim.where and a not in claim.for_each]
+    if claim.kind == "rate":
+        sides = {s: _side(frame, s, claim.where) for s in (claim.a, claim.b)}
+        ended = {s: r[r["status"].isin(["finished", "diverged"])] for s, r in sides.items()}
+        v.n = {s: len(r) for s, r in ended.items()}
+        if min(v.n.values()) < MIN_VALUES:
+            v.note = f"needs >= {MIN_VALUES} ended trials per side"
+            return v
+        k = {s: int((r["status"] == "diverged").sum()) for s, r in ended.items()}
+        t = fisher_rate(k[claim.a], v.n[claim.a], k[claim.b], v.n[claim.b])
+        pa, pb = k[claim.a] / v.n[claim.a], k[claim.b] / v.n[claim.b]
+        v.note = f"diverged {k[claim.a]}/{v.n[claim.a]} vs {k[claim.b]}/{v.n[claim.b]}"
+        return _fill(v, t, seeds_for_rates(pa, pb))
+
+    if claim.kind == "band":
+        rows = _side(frame, claim.a, claim.where)
+        col = f"params.{claim.axis}"
+        if rows.empty or col not in rows:
+            v.note = "no trials"
+            return v
+        others = [a for a in free if a != claim.axis]
+        levels = sorted({x for x in rows[col] if x is not None}, key=_num_key)
+        ref = claim.reference if claim.reference is not None else (levels[0] if levels else None)
+        groups = {lv: rows[rows[col].map(lambda x, lv=lv: matches(x, lv))] for lv in levels}
+        for lv, g in groups.items():
+            _one_cell(g, claim, f"{claim.a} at {claim.axis}={_show(lv)}", others)
+        vals = {lv: _values(g, claim.metric) for lv, g in groups.items()}
+        v.n = {_show(lv): len(x) for lv, x in vals.items()}
+        ref_key = next((lv for lv in levels if matches(lv, ref)), None)
+        if ref_key is None or len(levels) < 2 or min(v.n.values()) < MIN_VALUES:
+            v.note = f"needs >= {MIN_VALUES} finished seeds at each of >= 2 {claim.axis} values"
+            return v
+        tests = {
+            lv: tost(vals[lv], vals[ref_key], claim.tolerance) for lv in levels if lv != ref_key
+        }
+        worst = max(tests, key=lambda lv: abs(tests[lv].effect))
+        p_for = max(t.p_for for t in tests.values())
+        p_against = min(1.0, len(tests) * min(t.p_against for t in tests.values()))
+        need = max(
+            seeds_for_equivalence(
+                t.effect, _spread(vals[lv]), _spread(vals[ref_key]), claim.tolerance
+            )
+            for lv, t in tests.items()
+        )
+        v.note = f"largest deviation at {claim.axis}={_show(worst)} vs {_show(ref_key)}"
+        w = tests[worst]
+        return _fill(v, Test(w.effect, w.ci, p_for, p_against), need)
+
+    # greater / less / order: adjacent pairs of variants
+    chain = list(claim.a) if claim.kind == "order" else [claim.a, claim.b]
+    lower = claim.kind == "less" or (claim.kind == "order" and claim.direction == "increasing")
+    vals = {}
+    for s in chain:
+        rows = _side(frame, s, claim.where)
+        _one_cell(rows, claim, s, free)
+        vals[s] = _values(rows, claim.metric)
+    v.n = {s: len(x) for s, x in vals.items()}
+    if min(v.n.values()) < MIN_VALUES:
+        v.note = f"needs >= {MIN_VALUES} finished seeds per side"
+        return v
+    links = [_pair(vals[x], vals[y], lower) for x, y in zip(chain, chain[1:])]
+    if len(links) == 1:
+        t, need = links[0]
+        return _fill(v, t, need)
+    weakest = max(range(len(links)), key=lambda i: links[i][0].p_for)
+    p_for = links[weakest][0].p_for
+    p_against = min(1.0, len(links) * min(t.p_against for t, _ in links))
+    w = links[weakest][0]
+    v.note = f"weakest link {chain[weakest]} vs {chain[weakest + 1]}"
+    return _fill(v, Test(w.effect, w.ci, p_for, p_against), max(n for _, n in links))
+
+
+def _fill(v: Verdict, t: Test, need: float) -> Verdict:
+    v.effect, (v.ci_low, v.ci_high), v.p = t.effect, t.ci, t.p
+    v.against = t.p_against < t.p_for
+    v.seeds_needed = need
+    v.verdict = "inconclusive"  # until Holm's correction over the whole report
+    return v
+
+
+def _num_key(x):
+    return (0, float(x), "") if isinstance(x, int | float) else (1, 0.0, str(x))
+
+
+def _show(x) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def expand(claim: ClaimSpec, frame: pd.DataFrame) -> list[ClaimSpec]:
+    """One claim per combination of the ``for_each`` axes' values among its trials."""
+    if not claim.for_each:
+        return [claim]
+    rows = pd.concat([_side(frame, s, claim.where) for s in claim.variants])
+    cols = [f"params.{a}" for a in claim.for_each]
+    if rows.empty or any(c not in rows for c in cols):
+        return [claim]
+    combos = sorted({tuple(r) for r in rows[cols].itertuples(index=False, name=None)}, key=str)
+    out = []
+    for combo in combos:
+        where = {**claim.where, **dict(zip(claim.for_each, combo))}
+        label = ",".join(f"{a}={_show(c)}" for a, c in zip(claim.for_each, combo))
+        published = claim.published
+        if isinstance(published, Mapping) and len(combo) == 1 and combo[0] in published:
+            published = published[combo[0]]  # published values per for_each value
+        out.append(
+            ClaimSpec(
+                **{
+                    **asdict(claim),
+                    "id": f"{claim.id}[{label}]",
+                    "where": where,
+                    "for_each": (),
+                    "published": published,
+                }
+            )
+        )
+    return out
+
+
+def evaluate(
+    claims: Iterable[ClaimSpec | Mapping[str, Any]],
+    frame: pd.DataFrame,
+    axes: Sequence[str] = (),
+    *,
+    alpha: float = ALPHA,
+) -> list[Verdict]:
+    """Verdicts of ``claims`` on ``frame`` (one row per trial: ``variant``, ``status``,
+    ``params.<axis>`` and one column per metric), Holm-corrected together at ``alpha``.
+
+    ``axes`` are the swept parameters: a side must not span several of their values.
+    """
+    specs = [c if isinstance(c, ClaimSpec) else ClaimSpec.from_dict(c) for c in claims]
+    verdicts: list[Verdict] = []
+    for spec in specs:
+        for one in expand(spec, frame):
+            try:
+                verdicts.append(_evaluate_one(one, frame, axes))
+            except ClaimError as exc:
+                verdicts.append(
+                    Verdict(
+                        one.id, one.source, one.kind, one.statement(), one.metric, note=str(exc)
+                    )
+                )
+    adjusted = holm([v.p for v in verdicts])
+    for v, p in zip(verdicts, adjusted):
+        v.p_holm = p
+        if math.isnan(p):
+            continue
+        if p < alpha:
+            v.verdict = "contradicted" if v.against else "supported"
+        else:
+            v.verdict = "inconclusive"
+    return verdicts
+
+
+# ---------------------------------------------------------------- output
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.{digits}g}"
+
+
+def _seeds_text(v: Verdict) -> str:
+    if v.verdict != "inconclusive":
+        return ""
+    if math.isinf(v.seeds_needed):
+        return "no effect seen"
+    return str(int(v.seeds_needed))
+
+
+def table(verdicts: Sequence[Verdict]) -> pd.DataFrame:
+    rows = []
+    for v in verdicts:
+        ci = "" if math.isnan(v.ci_low) else f" [{_fmt(v.ci_low)}, {_fmt(v.ci_high)}]"
+        rows.append(
+            {
+                "claim": f"{v.id}: {v.statement}",
+                "source": v.source or "",
+                "effect [95% CI]": _fmt(v.effect) + ci,
+                "p": _fmt(v.p),
+                "Holm p": _fmt(v.p_holm),
+                "n per side": v.n_text(),
+                "verdict": v.verdict,
+                "seeds for 80% power": _seeds_text(v),
+                "note": v.note,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def headline(verdicts: Sequence[Verdict]) -> str:
+    """One line: counts per verdict, with the contradicted claims named first."""
+    counts = {k: sum(v.verdict == k for v in verdicts) for k in VERDICTS}
+    text = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+    bad = [v.id for v in verdicts if v.verdict == "contradicted"]
+    if bad:
+        return f"CONTRADICTED: {', '.join(bad)} ({text})"
+    return f"Claims: {text}" if verdicts else "Claims: none"
+
+
+def to_markdown(verdicts: Sequence[Verdict], alpha: float = ALPHA) -> str:
+    if not verdicts:
+        return ""
+    t = table(verdicts)
+    head = "| " + " | ".join(t.columns) + " |\n|" + "---|" * len(t.columns) + "\n"
+    body = "".join(
+        "| " + " | ".join(str(x).replace("|", "\\|") for x in row) + " |\n"
+        for row in t.itertuples(index=False, name=None)
+    )
+    return (
+        f"### Claims (Holm over {sum(not math.isnan(v.p) for v in verdicts)} tests, "
+        f"alpha = {alpha:g})\n\n{headline(verdicts)}\n\n" + head + body + "\n"
+        "Effect: a − b in the metric's units (band: the largest deviation from the reference, "
+        "90% CI; rate: difference of divergence rates). Seeds for 80% power: per side, at the "
+        "observed effect and spread, nominal alpha.\n"
+    )
+
+
+def write(verdicts: Sequence[Verdict], out: Path) -> list[Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    md, csv, js = out / "claims.md", out / "claims.csv", out / "claims.json"
+    md.write_text(to_markdown(verdicts) or "No claims.\n")
+    table(verdicts).to_csv(csv, index=False)
+    rows = [v.as_row() for v in verdicts]
+    js.write_text(json.dumps(rows, indent=2, default=_json_default, allow_nan=True) + "\n")
+    return [md, csv, js]
+
+
+def _json_default(x):
+    if isinstance(x, np.integer | np.floating):
+        return x.item()
+    return str(x)
+
+
+def seeds_summary(verdicts: Sequence[Verdict]) -> tuple[int | None, list[str]]:
+    """The seeds per side a full sweep needs for every evaluable claim, and why."""
+    lines, need = [], []
+    for v in verdicts:
+        if math.isnan(v.p):
+            lines.append(f"- {v.id}: not evaluable ({v.note or 'not enough runs'})")
+        elif math.isinf(v.seeds_needed):
+            lines.append(f"- {v.id}: no effect seen in the pilot; no seed count detects it")
+        else:
+            n = int(v.seeds_needed)
+            need.append(n)
+            lines.append(
+                f"- {v.id}: {n} seeds per side (pilot effect {_fmt(v.effect)}, {v.n_text()} runs)"
+            )
+    return (max(need) if need else None), lines
