@@ -655,5 +655,6 @@ def load_spec(path: str | Path, profile: str | None = None) -> Spec:
         profiles=profile_names,
         raw=raw,
         deviations=deviations,
+        claims=[c.model_dump() for c in model.claims],
     )
     return spec

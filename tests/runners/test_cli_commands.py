@@ -91,6 +91,7 @@ def test_report_delegates_all_options(capsys, monkeypatch):
         "paper": True,
         "workdir": None,
         "tracking_uri": None,
+        "seeds_for_claims": False,
         "bootstrap": 1000,
         "title": "My sweep",
     }
