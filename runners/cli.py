@@ -316,6 +316,7 @@ class _Display:
         self.total_epochs = sum(int(j["config"]["epochs"]) for j in jobs)
         self.counts: Counter = Counter()
         self.ended: set[str] = set()
+        self.stopped: list[str] = []  # why trials stopped without ending (a full disk)
         self.con = _console(stderr=True)
         self.progress = Progress(
             TextColumn("{task.description}"),
@@ -374,6 +375,12 @@ class _Display:
         if status == "held":
             self.progress.console.print(
                 f"{where} held     {job['hash']} {axes}: running under {result.get('held_by')}"
+            )
+            return
+        if status == "interrupted":
+            self.stopped.append(str(result.get("error")))
+            self.progress.console.print(
+                f"{where} stopped  {job['hash']} {axes}: {result.get('error')}"
             )
             return
         if result.get("ended_elsewhere"):
@@ -545,6 +552,12 @@ def cmd_run(args) -> int:
     )
     if fc["running"]:
         out.print(_held_line(final, None))
+    if display.stopped:
+        out.print(
+            f"sweep: {display.stopped[0]}; free space and run the same command again "
+            "(ended trials are kept, the others resume from their last good checkpoint)",
+            soft_wrap=True,
+        )
     if interrupted:
         out.print("Interrupted: run the same command again to resume from the last checkpoints.")
         return EXIT_INTERRUPTED

@@ -7,8 +7,11 @@ trial folder, so running the same job again continues where the last attempt sto
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
+import re
 import time
 import traceback
 from collections.abc import Mapping
@@ -148,13 +151,55 @@ def execute_trial(job: dict) -> dict:
         lease.release()
 
 
+# How a full disk shows itself: errno 28 from any write, SQLite's own wording for the store.
+_DISK_FULL = re.compile(r"\[Errno 28\]|No space left on device|database or disk is full")
+_PATH_IN_ERROR = re.compile(r"""\[Errno 28\][^:]*: ['"](.+?)['"]""")
+
+
+def disk_full_path(error: str) -> str | None:
+    """For an error text that says the disk is full, the path it names (or "?"); else None."""
+    if not _DISK_FULL.search(error or ""):
+        return None
+    found = _PATH_IN_ERROR.search(error)
+    return found.group(1) if found else "?"
+
+
+def _stopped_by_full_disk(
+    job: dict, wrapped: _ProgressTracker, trial_dir: Path, error: str
+) -> dict:
+    """A full disk is not the trial's failure: leave it not ended (no result; its checkpoint
+    stays the last good one) and its MLflow run KILLED, so ``status`` and MLflow agree and a
+    rerun with space resumes it."""
+    path = disk_full_path(error) or "?"
+    if path == "?":  # SQLite does not say which file: the tracking store it was writing
+        path = str((job.get("tracking") or {}).get("uri") or "?")
+    if wrapped.inner is not None:
+        with contextlib.suppress(Exception):
+            wrapped.inner.set_tags({"error": f"no space left on device: {path}"})
+            wrapped.inner.finish("killed")
+    (trial_dir / RESULT_FILE).unlink(missing_ok=True)
+    return {"status": "interrupted", "error": f"no space left on device writing {path}"}
+
+
 def _execute(job: dict, trial_dir: Path) -> dict:
+    wrapped = _ProgressTracker(None, trial_dir)
+    try:
+        result = _train(job, trial_dir, wrapped)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        return _stopped_by_full_disk(job, wrapped, trial_dir, f"{exc}")
+    if result["status"] == "failed" and disk_full_path(str(result.get("error"))):
+        return _stopped_by_full_disk(job, wrapped, trial_dir, str(result["error"]))
+    return result
+
+
+def _train(job: dict, trial_dir: Path, wrapped: _ProgressTracker) -> dict:
     config = dict(job["config"])
     if not (trial_dir / CONFIG_FILE).exists():
         write_json(trial_dir / CONFIG_FILE, config)
     (trial_dir / RESULT_FILE).unlink(missing_ok=True)
     start = time.time()
-    wrapped = _ProgressTracker(None, trial_dir)
     try:
         wrapped.inner = _tracker(job, trial_dir)
         from sassha.trial import run
@@ -166,6 +211,8 @@ def _execute(job: dict, trial_dir: Path) -> dict:
             wrapped.finish("killed")
         raise
     except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise
         result = {
             "status": "failed",
             "error": f"{type(exc).__name__}: {exc}",
