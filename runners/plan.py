@@ -137,7 +137,7 @@ def _workload_names() -> tuple[str, ...]:
 @functools.cache
 def _trial_keys(workload: str, optimizer: str) -> frozenset[str]:
     """Settings a trial of ``workload`` takes besides optimizer hyperparameters."""
-    from sassha.trial import resolve_config
+    from sassha.config import resolve_config
 
     keys = set(resolve_config({"workload": workload, "optimizer": optimizer}))
     return frozenset((keys - _all_hparams()) | {"workload", "optimizer", "seed"})
@@ -147,18 +147,8 @@ def _trial_keys(workload: str, optimizer: str) -> frozenset[str]:
 def _train_size(workload: str, data_json: str) -> int | None:
     from sassha.workloads import get_workload
 
-    wl = get_workload(workload)
-    data = json.loads(data_json)
-    size = getattr(wl, "train_size", None)
-    if callable(size):
-        return int(size({"data": data}))
-    if isinstance(size, int):
-        return size
-    # In-memory datasets cost milliseconds to build; anything that reads files is not probed.
-    if workload.startswith(("digits_", "synthetic_")):
-        train, _ = wl.build_data({"data": data, "seed": 0})
-        return len(train)
-    return None
+    size = get_workload(workload).train_size
+    return int(size({"data": json.loads(data_json)})) if size is not None else None
 
 
 def steps_per_epoch(config: Mapping[str, Any]) -> int | None:
@@ -465,8 +455,8 @@ def _variant_opt(spec: Spec, variant) -> str:
 
 
 def _resolve(row: dict[str, Any]) -> dict[str, Any]:
+    from sassha.config import resolve_config
     from sassha.optim import get_spec
-    from sassha.trial import resolve_config
 
     partial, sources, fallback = row["partial"], row["sources"], row["fallback"]
     workload = partial.get("workload")

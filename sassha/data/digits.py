@@ -5,21 +5,37 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from torch.utils.data import TensorDataset
+if TYPE_CHECKING:
+    import numpy as np
+    from torch.utils.data import TensorDataset
+
 
 # The split is a property of the workload, not of the trial: every trial (whatever its seed)
 # sees the same validation set, so seeds measure optimizer noise only.
 SPLIT_SEED = 20240
 VAL_FRACTION = 0.2
+DIGITS_EXAMPLES = 1797  # images in scikit-learn's digits
+
+
+def split_sizes(*, num_train: int | None = None, num_val: int | None = None) -> tuple[int, int]:
+    """The (train, val) sizes of :func:`load_digits_split`, without loading anything."""
+    n_val = int(round(VAL_FRACTION * DIGITS_EXAMPLES))
+    train, val = range(DIGITS_EXAMPLES - n_val), range(n_val)
+    if num_train is not None:
+        train = train[: int(num_train)]
+    if num_val is not None:
+        val = val[: int(num_val)]
+    return len(train), len(val)
 
 
 @functools.lru_cache(maxsize=1)
 def _raw_digits() -> tuple[np.ndarray, np.ndarray]:
     # The CSV that load_digits reads, located without importing scikit-learn (whose import
     # costs seconds per trial process); load_digits itself is the fallback.
+    import numpy as np
+
     spec = importlib.util.find_spec("sklearn")
     roots = list(spec.submodule_search_locations or []) if spec else []
     path = next(
@@ -47,6 +63,8 @@ def load_digits_split(
     *, num_train: int | None = None, num_val: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Return standardized ``(x_train, y_train, x_val, y_val)``; x has shape (n, 1, 8, 8)."""
+    import numpy as np
+
     x, y = _raw_digits()
     order = np.random.default_rng(SPLIT_SEED).permutation(len(y))
     n_val = int(round(VAL_FRACTION * len(y)))
@@ -67,6 +85,9 @@ def load_digits_split(
 def digits_datasets(
     *, num_train: int | None = None, num_val: int | None = None
 ) -> tuple[TensorDataset, TensorDataset]:
+    import torch
+    from torch.utils.data import TensorDataset
+
     xt, yt, xv, yv = load_digits_split(num_train=num_train, num_val=num_val)
     train = TensorDataset(torch.from_numpy(xt), torch.from_numpy(yt))
     val = TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv))

@@ -6,9 +6,11 @@ import csv
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch.utils.data import Dataset
+if TYPE_CHECKING:
+    import torch
+
 
 from sassha.data.errors import DataRootError, require_data_root
 
@@ -102,7 +104,7 @@ def check_glue_root(data_root, task: GlueTask) -> str:
     return root
 
 
-class EncodedPairs(Dataset):
+class EncodedPairs:  # a map-style dataset: __len__ and __getitem__ are what DataLoader needs
     """Tokenized examples: item i is a dict of 1-D tensors plus ``labels``."""
 
     def __init__(self, encodings: dict[str, list[list[int]]], labels, regression: bool):
@@ -114,6 +116,8 @@ class EncodedPairs(Dataset):
         return len(self.targets)
 
     def __getitem__(self, i: int):
+        import torch
+
         item = {k: torch.tensor(v[i], dtype=torch.long) for k, v in self.encodings.items()}
         dtype = torch.float32 if self.regression else torch.long
         item["labels"] = torch.tensor(self.targets[i], dtype=dtype)
@@ -126,6 +130,8 @@ def collate_padded(items: list[dict]) -> dict[str, torch.Tensor]:
     The pad value of ``input_ids`` is 0 ([PAD] in BERT-style vocabularies); masked positions
     do not affect the outputs, so the value only matters for readability.
     """
+    import torch
+
     out: dict[str, torch.Tensor] = {}
     longest = max(int(it["input_ids"].shape[0]) for it in items)
     for key in items[0]:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-
 
 def apply_label_noise(
     targets, fraction: float, num_classes: int, seed: int
@@ -17,6 +14,9 @@ def apply_label_noise(
     Returns ``(noisy_targets, flipped_indices)`` with the indices sorted; the input is not
     modified. The same ``(targets, fraction, num_classes, seed)`` always gives the same result.
     """
+    import numpy as np
+    import torch
+
     if not 0.0 <= float(fraction) <= 1.0:
         raise ValueError(f"label_noise must be in [0, 1] (got {fraction})")
     if int(num_classes) < 2:

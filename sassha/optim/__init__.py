@@ -7,14 +7,28 @@ ranks (see ``distributed.py``); a :func:`clip_grad_norm` context clips the gradi
 uses to a global norm (see ``clipping.py``).
 """
 
-from .baselines import SAM, SGD, AdaHessian, AdamW, SophiaH
-from .clipping import clip_grad_norm
-from .distributed import GradientAverager
-from .hutchinson import HVP_METHODS
+import importlib
+
 from .registry import REGISTRY, OptimizerSpec, build_optimizer, get_spec
-from .sassha import MSASSHA, SASSHA, HessianPreconditioned
-from .sophia_g import SophiaG
-from .splus import SPlus
+
+# Everything that needs torch is imported on first use: the registry above is what planning a
+# sweep reads, and it must not pay for torch.
+_LAZY = {
+    "SAM": "baselines",
+    "SGD": "baselines",
+    "AdaHessian": "baselines",
+    "AdamW": "baselines",
+    "SophiaH": "baselines",
+    "clip_grad_norm": "clipping",
+    "GradientAverager": "distributed",
+    "HVP_METHODS": "hutchinson",
+    "MSASSHA": "sassha",
+    "SASSHA": "sassha",
+    "HessianPreconditioned": "sassha",
+    "Shampoo": "shampoo",
+    "SophiaG": "sophia_g",
+    "SPlus": "splus",
+}
 
 __all__ = [
     "HVP_METHODS",
@@ -39,9 +53,6 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # Shampoo's package is slow to import; load it on first use only.
-    if name == "Shampoo":
-        from .shampoo import Shampoo
-
-        return Shampoo
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

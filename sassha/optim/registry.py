@@ -15,19 +15,27 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
-from .baselines import SAM, SGD, AdaHessian, AdamW, SophiaH
-from .sassha import MSASSHA, SASSHA
-from .sophia_g import SophiaG
-from .splus import SPlus
 from .validation import check_hparams
+
+
+def _lazy(module: str, name: str, **fixed: Any) -> Callable[..., Any]:
+    """A factory that imports ``sassha.optim.<module>.<name>`` on first use: the registry (names,
+    defaults, checks, costs) stays importable without torch, which planning a sweep relies on."""
+
+    def factory(params, **hparams):
+        import importlib
+
+        cls = getattr(importlib.import_module(f"sassha.optim.{module}"), name)
+        return cls(params, **fixed, **hparams)
+
+    factory.__qualname__ = f"{module}.{name}"
+    return factory
 
 
 @dataclass(frozen=True)
 class OptimizerSpec:
     name: str
-    factory: Callable[..., torch.optim.Optimizer]
+    factory: Callable[..., Any]  # (params, **hparams) -> torch.optim.Optimizer
     defaults: Mapping[str, Any]
     weight_decay_mode: str  # "decoupled" | "coupled"
     uses_hessian: bool
@@ -58,10 +66,7 @@ class OptimizerSpec:
         self.validate(h)
         return self._evals(h)
 
-    def hvps_per_refresh(self, hparams: Mapping[str, Any] | None = None) -> int:
-        return int(self.resolved(hparams).get("n_samples", 1)) if self.uses_hessian else 0
-
-    def build(self, params: Iterable, model: torch.nn.Module | None = None, **hparams):
+    def build(self, params: Iterable, model: Any = None, **hparams):
         h = self.resolved(hparams)
         self.validate(h)
         if self.takes_model:
@@ -101,7 +106,7 @@ def _register(spec: OptimizerSpec) -> None:
 _register(
     OptimizerSpec(
         name="sgd",
-        factory=SGD,
+        factory=_lazy("baselines", "SGD"),
         defaults=dict(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=False, foreach=None),
         weight_decay_mode="coupled",
         uses_hessian=False,
@@ -115,7 +120,7 @@ _register(
 _register(
     OptimizerSpec(
         name="adamw",
-        factory=AdamW,
+        factory=_lazy("baselines", "AdamW"),
         defaults=dict(lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=5e-4, foreach=None),
         weight_decay_mode="decoupled",
         uses_hessian=False,
@@ -129,7 +134,7 @@ _register(
 _register(
     OptimizerSpec(
         name="sam_sgd",
-        factory=lambda params, **h: SAM(params, base="sgd", **h),
+        factory=_lazy("baselines", "SAM", base="sgd"),
         defaults=dict(
             lr=0.1,
             rho=0.15,
@@ -151,7 +156,7 @@ _register(
 _register(
     OptimizerSpec(
         name="sam_adamw",
-        factory=lambda params, **h: SAM(params, base="adamw", **h),
+        factory=_lazy("baselines", "SAM", base="adamw"),
         defaults=dict(
             lr=1e-3,
             rho=0.2,
@@ -173,7 +178,7 @@ _register(
 _register(
     OptimizerSpec(
         name="sassha",
-        factory=SASSHA,
+        factory=_lazy("sassha", "SASSHA"),
         defaults=dict(
             lr=0.15,
             betas=(0.9, 0.999),
@@ -200,7 +205,7 @@ _register(
 _register(
     OptimizerSpec(
         name="msassha",
-        factory=MSASSHA,
+        factory=_lazy("sassha", "MSASSHA"),
         defaults=dict(
             lr=0.15,
             betas=(0.9, 0.999),
@@ -226,7 +231,7 @@ _register(
 _register(
     OptimizerSpec(
         name="adahessian",
-        factory=AdaHessian,
+        factory=_lazy("baselines", "AdaHessian"),
         defaults=dict(
             lr=0.15,
             betas=(0.9, 0.999),
@@ -249,7 +254,7 @@ _register(
 _register(
     OptimizerSpec(
         name="sophia_h",
-        factory=SophiaH,
+        factory=_lazy("baselines", "SophiaH"),
         defaults=dict(
             lr=1e-3,
             betas=(0.965, 0.99),
@@ -270,16 +275,10 @@ _register(
 )
 
 
-def _shampoo(params, **h) -> torch.optim.Optimizer:
-    from .shampoo import Shampoo
-
-    return Shampoo(params, **h)
-
-
 _register(
     OptimizerSpec(
         name="shampoo",
-        factory=_shampoo,
+        factory=_lazy("shampoo", "Shampoo"),
         defaults=dict(
             lr=0.4, momentum=0.9, weight_decay=5e-3, eps=1e-4, preconditioning_compute_steps=1
         ),
@@ -296,7 +295,7 @@ _register(
 _register(
     OptimizerSpec(
         name="sophia_g",
-        factory=SophiaG,
+        factory=_lazy("sophia_g", "SophiaG"),
         # lr, betas, weight_decay, clip_threshold and k are the authors' GPT-2 small config;
         # eps is their script's; bs is set by the trial (examples or tokens per step).
         defaults=dict(
@@ -322,7 +321,7 @@ _register(
 _register(
     OptimizerSpec(
         name="splus",
-        factory=SPlus,
+        factory=_lazy("splus", "SPlus"),
         # the authors' GPT-2 small config (lr, betas, weight_decay, eps) over SPlus's defaults
         defaults=dict(
             lr=0.3,
@@ -352,8 +351,6 @@ def get_spec(name: str) -> OptimizerSpec:
         raise ValueError(f"unknown optimizer {name!r} (known: {', '.join(REGISTRY)})") from None
 
 
-def build_optimizer(
-    name: str, params: Iterable, model: torch.nn.Module | None = None, **hparams
-) -> torch.optim.Optimizer:
+def build_optimizer(name: str, params: Iterable, model: Any = None, **hparams) -> Any:
     """Build a registered optimizer; unspecified hyperparameters take ``spec.defaults``."""
     return get_spec(name).build(params, model=model, **hparams)

@@ -5,14 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import Dataset
-
-from sassha.data.label_noise import apply_label_noise
+if TYPE_CHECKING:  # annotations only: importing the workloads loads no torch
+    import torch
+    from torch import nn
+    from torch.utils.data import Dataset
 
 OPTIMIZER_NAMES = (
     "sgd",
@@ -36,6 +34,8 @@ def _overrides(config: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
 
 def dataset_targets(dataset: Dataset) -> list[int]:
     """The integer labels of a classification dataset, without loading its inputs."""
+    import torch
+
     targets = getattr(dataset, "targets", None)
     if targets is None and hasattr(dataset, "tensors"):
         targets = dataset.tensors[1]
@@ -46,8 +46,10 @@ def dataset_targets(dataset: Dataset) -> list[int]:
     return [int(t) for t in targets]
 
 
-class RelabeledDataset(Dataset):
+class RelabeledDataset:
     """A classification dataset whose labels are replaced (label noise), inputs untouched.
+
+    A map-style dataset (``__len__`` and ``__getitem__``), which is all a DataLoader needs.
 
     ``targets`` are the labels used for training, ``clean_targets`` the original ones and
     ``flipped_indices`` the examples chosen for relabelling.
@@ -63,6 +65,8 @@ class RelabeledDataset(Dataset):
         return len(self.base)
 
     def __getitem__(self, index: int):
+        import torch
+
         item = self.base[index]
         if isinstance(item, Mapping):  # dict examples (GLUE): replace the "labels" entry
             item = dict(item)
@@ -73,6 +77,8 @@ class RelabeledDataset(Dataset):
 
 def to_device(batch: Any, device: torch.device | str) -> Any:
     """Move every tensor in a (nested) batch to ``device``."""
+    import torch
+
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, Mapping):
@@ -101,6 +107,9 @@ class Workload:
     data_fn: Callable[[Mapping[str, Any]], tuple[Dataset, Dataset]] = field(repr=False)
     description: str = ""
     collate_fn: Callable | None = field(default=None, repr=False)
+    # Training examples for a config when known without building the data (in-memory data
+    # only); ``sweep plan`` counts steps per epoch with it.
+    train_size: Callable[[Mapping[str, Any]], int] | None = field(default=None, repr=False)
 
     def build_model(self, config: Mapping[str, Any] | None = None) -> nn.Module:
         return self.model_fn(config or {})
@@ -136,6 +145,9 @@ class Workload:
 
 
 def _sampled_cross_entropy(logits: torch.Tensor, targets: torch.Tensor):
+    import torch
+    import torch.nn.functional as F
+
     flat = logits.reshape(-1, logits.shape[-1])
     with torch.no_grad():
         sampled = torch.distributions.Categorical(logits=flat.detach().float()).sample()
@@ -150,6 +162,8 @@ class _EvalMode:
         self.model = model
 
     def __enter__(self):
+        import torch
+
         self.was_training = self.model.training
         self.model.eval()
         self.grad = torch.no_grad()
@@ -167,6 +181,9 @@ class ClassificationWorkload(Workload):
     task: str = "classification"
 
     def build_data(self, config: Mapping[str, Any] | None = None) -> tuple[Dataset, Dataset]:
+
+        from sassha.data.label_noise import apply_label_noise
+
         config = config or {}
         train, val = self.data_fn(config)
         fraction = float(config.get("label_noise", 0.0) or 0.0)
@@ -179,6 +196,8 @@ class ClassificationWorkload(Workload):
         return train, val
 
     def loss(self, model, batch):
+        import torch.nn.functional as F
+
         x, y = batch
         logits = model(x)
         loss = F.cross_entropy(logits, y)
@@ -193,6 +212,9 @@ class ClassificationWorkload(Workload):
         return loss, true, {"correct": correct, "count": int(y.shape[0])}
 
     def evaluate(self, model, loader, device) -> dict[str, float]:
+        import torch
+        import torch.nn.functional as F
+
         total_loss = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         count = 0
@@ -226,6 +248,8 @@ class LanguageModelWorkload(Workload):
         return self.data_fn(config)
 
     def loss(self, model, batch):
+        import torch.nn.functional as F
+
         x, y = batch
         logits = model(x)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
@@ -243,6 +267,9 @@ class LanguageModelWorkload(Workload):
         return int(_overrides(config, "model").get("block_size", default))
 
     def evaluate(self, model, loader, device) -> dict[str, float]:
+        import torch
+        import torch.nn.functional as F
+
         total = torch.zeros((), dtype=torch.float64, device=device)
         tokens = 0
         with _EvalMode(model):

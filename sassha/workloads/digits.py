@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
-from sassha.data.digits import digits_datasets
-from sassha.models.small import MLP, DigitsCNN
 from sassha.workloads.base import ClassificationWorkload, _overrides
 
 
 def _digits_data(config):
+    from sassha.data.digits import digits_datasets
+
     data = _overrides(config, "data")
     return digits_datasets(num_train=data.get("num_train"), num_val=data.get("num_val"))
 
 
+def _digits_train_size(config):
+    from sassha.data.digits import split_sizes
+
+    data = _overrides(config, "data")
+    return split_sizes(num_train=data.get("num_train"), num_val=data.get("num_val"))[0]
+
+
 def _cnn(config):
+    from sassha.models.small import DigitsCNN
+
     m = _overrides(config, "model")
     return DigitsCNN(num_classes=10, width=int(m.get("width", 16)))
 
 
 def _mlp(config):
+    from sassha.models.small import MLP
+
     m = _overrides(config, "model")
     return MLP(
         in_features=64, num_classes=10, width=int(m.get("width", 128)), depth=int(m.get("depth", 2))
@@ -64,7 +75,9 @@ def _optimizers(overrides=None):
 
 
 def digits_workloads() -> list[ClassificationWorkload]:
-    common = dict(task="classification", num_classes=10, data_fn=_digits_data)
+    common = dict(
+        task="classification", num_classes=10, data_fn=_digits_data, train_size=_digits_train_size
+    )
     return [
         ClassificationWorkload(
             name="digits_cnn",

@@ -5,13 +5,12 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:
+    import numpy as np
 
 from sassha.data.errors import DataRootError
-from sassha.data.glue import GLUE_TASKS, collate_padded, glue_datasets
 from sassha.workloads.base import ClassificationWorkload, _EvalMode, _overrides
 from sassha.workloads.vision import trial_defaults
 
@@ -100,6 +99,8 @@ class GlueWorkload(ClassificationWorkload):
 
     @property
     def regression(self) -> bool:
+        from sassha.data.glue import GLUE_TASKS
+
         return GLUE_TASKS[self.glue_task].labels is None
 
     def classes_for(self, config=None) -> int:
@@ -112,6 +113,8 @@ class GlueWorkload(ClassificationWorkload):
         return super().build_data(config)
 
     def loss(self, model, batch):
+        import torch.nn.functional as F
+
         labels = batch["labels"]
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         logits = model(**inputs).logits
@@ -123,6 +126,9 @@ class GlueWorkload(ClassificationWorkload):
         return loss, {"correct": correct, "count": n}
 
     def evaluate(self, model, loader, device) -> dict[str, float]:
+        import torch
+        import torch.nn.functional as F
+
         preds, golds = [], []
         total, count = 0.0, 0
         with _EvalMode(model):
@@ -148,6 +154,8 @@ class GlueWorkload(ClassificationWorkload):
 
 def glue_metrics(task: str, preds: np.ndarray, golds: np.ndarray) -> dict[str, float]:
     """GLUE's metrics for ``task``: accuracy, plus MCC (CoLA), F1 (MRPC, QQP), r/rho (STS-B)."""
+    import numpy as np
+
     if task == "stsb":
         from scipy.stats import pearsonr, spearmanr
 
@@ -167,6 +175,8 @@ def glue_metrics(task: str, preds: np.ndarray, golds: np.ndarray) -> dict[str, f
 
 
 def _model_fn(task_name: str):
+    from sassha.data.glue import GLUE_TASKS
+
     def build(config):
         tf = _transformers()
         path = pretrained_dir_of(config)
@@ -184,6 +194,8 @@ def _model_fn(task_name: str):
 
 
 def _data_fn(task_name: str):
+    from sassha.data.glue import glue_datasets
+
     def build(config):
         _transformers()
         d = _overrides(config, "data")
@@ -200,6 +212,8 @@ def _data_fn(task_name: str):
 
 
 def glue_workloads() -> list[GlueWorkload]:
+    from sassha.data.glue import GLUE_TASKS, collate_padded
+
     out = []
     for name, task in GLUE_TASKS.items():
         out.append(

@@ -12,9 +12,6 @@ optimizer's own coefficient.
 
 from __future__ import annotations
 
-from sassha.data.openwebtext import token_window_datasets
-from sassha.data.synthetic import synthetic_lm_datasets
-from sassha.models.gpt import GPT2_PADDED_VOCAB, gpt2_small
 from sassha.workloads.base import LanguageModelWorkload, _overrides
 
 GPT2_BLOCK = 1024
@@ -32,14 +29,21 @@ def _block(config) -> int:
 
 
 def _model(config):
+    from sassha.models.gpt import gpt2_small
+
     return gpt2_small(**_model_args(config))
 
 
 def _owt_data(config):
+    from sassha.data.openwebtext import token_window_datasets
+
     return token_window_datasets(config.get("data_root"), block_size=_block(config))
 
 
 def _synthetic_data(config):
+    from sassha.data.synthetic import synthetic_lm_datasets
+    from sassha.models.gpt import GPT2_PADDED_VOCAB
+
     d = _overrides(config, "data")
     vocab = int(_overrides(config, "model").get("vocab_size", GPT2_PADDED_VOCAB))
     return synthetic_lm_datasets(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from sassha.data.wikitext import vocab_size_of, wikitext_datasets
-from sassha.models.gpt import gpt1_mini
 from sassha.workloads.base import LanguageModelWorkload, _overrides
 from sassha.workloads.vision import trial_defaults
 
@@ -23,12 +21,17 @@ def block_size_of(config) -> int:
 
 
 def _model(config):
+    from sassha.data.wikitext import vocab_size_of
+    from sassha.models.gpt import gpt1_mini
+
     m = _overrides(config, "model")
     vocab = int(m["vocab_size"]) if "vocab_size" in m else vocab_size_of(config.get("data_root"))
     return gpt1_mini(vocab, **gpt_overrides(config))
 
 
 def _data(config):
+    from sassha.data.wikitext import wikitext_datasets
+
     d = _overrides(config, "data")
     train, val, _ = wikitext_datasets(
         config.get("data_root"),

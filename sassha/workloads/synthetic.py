@@ -7,18 +7,26 @@ No download needed; for smoke runs and step-cost benchmarks. ``config["data"]`` 
 
 from __future__ import annotations
 
-from sassha.data.synthetic import synthetic_image_datasets, synthetic_lm_datasets
-from sassha.models.gpt import gpt1_mini
 from sassha.workloads.base import ClassificationWorkload, LanguageModelWorkload, _overrides
 from sassha.workloads.language import LM_OPTIMIZERS, block_size_of, gpt_overrides
 from sassha.workloads.vision import _resnet, _resnet50, _vit, _wrn
 
+# Default sizes of the synthetic training sets (data.num_train, data.num_train_tokens).
+IMAGES_TRAIN = 2048
+LM_TRAIN_TOKENS = 65536
+
+
+def _images_train_size(config) -> int:
+    return int(_overrides(config, "data").get("num_train", IMAGES_TRAIN))
+
 
 def _images(num_classes: int, image_size: int):
     def build(config):
+        from sassha.data.synthetic import synthetic_image_datasets
+
         d, m = _overrides(config, "data"), _overrides(config, "model")
         return synthetic_image_datasets(
-            num_train=int(d.get("num_train", 2048)),
+            num_train=int(d.get("num_train", IMAGES_TRAIN)),
             num_val=int(d.get("num_val", 512)),
             num_classes=int(m.get("num_classes", num_classes)),
             image_size=int(d.get("image_size", m.get("image_size", image_size))),
@@ -32,16 +40,25 @@ SYNTHETIC_LM_VOCAB = 33278  # WikiText-2's word-level vocabulary size
 
 
 def _lm_model(config):
+    from sassha.models.gpt import gpt1_mini
+
     m = _overrides(config, "model")
     return gpt1_mini(int(m.get("vocab_size", SYNTHETIC_LM_VOCAB)), **gpt_overrides(config))
 
 
+def _lm_train_size(config):
+    tokens = int(_overrides(config, "data").get("num_train_tokens", LM_TRAIN_TOKENS))
+    return tokens // block_size_of(config)
+
+
 def _lm_data(config):
+    from sassha.data.synthetic import synthetic_lm_datasets
+
     d, m = _overrides(config, "data"), _overrides(config, "model")
     return synthetic_lm_datasets(
         vocab_size=int(m.get("vocab_size", SYNTHETIC_LM_VOCAB)),
         block_size=block_size_of(config),
-        num_train_tokens=int(d.get("num_train_tokens", 65536)),
+        num_train_tokens=int(d.get("num_train_tokens", LM_TRAIN_TOKENS)),
         num_val_tokens=int(d.get("num_val_tokens", 8192)),
     )
 
@@ -56,6 +73,9 @@ def synthetic_workloads(real: dict) -> list:
             num_classes=num_classes,
             model_fn=model_fn,
             data_fn=_images(num_classes, image_size),
+            train_size=lambda config: int(
+                _overrides(config, "data").get("num_train", IMAGES_TRAIN)
+            ),
             defaults={**base.defaults, "data": {}},
             optimizer_defaults={k: dict(v) for k, v in base.optimizer_defaults.items()},
             description=f"synthetic data shaped like {base_name} (teacher labels)",
@@ -76,6 +96,7 @@ def synthetic_workloads(real: dict) -> list:
             num_classes=0,
             model_fn=_lm_model,
             data_fn=_lm_data,
+            train_size=_lm_train_size,
             defaults={**lm.defaults, "data": {}},
             optimizer_defaults={k: dict(v) for k, v in LM_OPTIMIZERS.items()},
             description="GPT1-mini on a synthetic Markov-chain token stream (vocab 33,278)",

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import torchvision
-
-from sassha.data.cifar import cifar_datasets
-from sassha.data.imagefolder import imagefolder_datasets
-from sassha.models.resnet_cifar import cifar_resnet, wide_resnet
-from sassha.models.vit import vit_s32
 from sassha.workloads.base import ClassificationWorkload, _overrides
 
 
@@ -77,6 +71,8 @@ def vision_optimizers(
 
 def _cifar_data(num_classes):
     def build(config):
+        from sassha.data.cifar import cifar_datasets
+
         d = _overrides(config, "data")
         return cifar_datasets(
             config.get("data_root"),
@@ -91,6 +87,8 @@ def _cifar_data(num_classes):
 
 def _resnet(depth, num_classes):
     def build(config):
+        from sassha.models.resnet_cifar import cifar_resnet
+
         m = _overrides(config, "model")
         return cifar_resnet(
             int(m.get("depth", depth)),
@@ -102,6 +100,8 @@ def _resnet(depth, num_classes):
 
 
 def _wrn(config):
+    from sassha.models.resnet_cifar import wide_resnet
+
     m = _overrides(config, "model")
     return wide_resnet(
         int(m.get("depth", 28)),
@@ -117,6 +117,8 @@ def _image_size(config) -> int:
 
 
 def _imagenet_data(config):
+    from sassha.data.imagefolder import imagefolder_datasets
+
     d, m = _overrides(config, "data"), _overrides(config, "model")
     return imagefolder_datasets(
         config.get("data_root"),
@@ -129,6 +131,8 @@ def _imagenet_data(config):
 
 
 def _resnet50(config):
+    import torchvision
+
     m = _overrides(config, "model")
     # "layers" and "width_per_group" give small variants of the same bottleneck family.
     return torchvision.models.resnet.ResNet(
@@ -140,6 +144,8 @@ def _resnet50(config):
 
 
 def _vit(config):
+    from sassha.models.vit import vit_s32
+
     m = _overrides(config, "model")
     keys = ("patch_size", "dim", "depth", "heads", "mlp_dim")
     return vit_s32(
