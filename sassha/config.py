@@ -93,13 +93,29 @@ class TrialDefaults:
     model: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     pretrained_dir: str | None = None
+    # Step-based training (nanoGPT's max_iters / eval_interval / eval_iters): with max_steps
+    # set, `epochs` is not used; every eval_interval steps (default: once, at the end) is one
+    # evaluation period, on eval_iters validation batches (default: the whole validation set).
+    max_steps: int | None = None
+    eval_interval: int | None = None
+    eval_iters: int | None = None
+    # batch_size is the step's examples over all processes and micro-batches; each process
+    # runs grad_accum_steps micro-batches of batch_size / (processes * grad_accum_steps).
+    grad_accum_steps: int = 1
+    # Steps with rho = 0 first (SAM, SASSHA: no perturbation, the Hessian at x).
+    rho_warmup_steps: int = 0
+    # "paper": weight_decay in the paper's units (wd / lr for decoupled optimizers); "optimizer":
+    # passed to the optimizer as is (the authors' GPT-2 configs).
+    weight_decay_units: str = "paper"
+    # "all" parameters, or only "matrices" (>= 2-D weights; nanoGPT's decay / no-decay split).
+    weight_decay_on: str = "all"
 
 
 _MERGED_KEYS = ("model", "data", "diagnostics")
 # Keys that may change between a checkpoint and a restart without changing what is trained.
 RESUMABLE_KEYS = frozenset(
     {"epochs", "time_limit_s", "max_backward_passes", "device", "num_workers", "threads"}
-    | {"data_root"}
+    | {"max_steps", "data_root"}
     | {"pretrained_dir", "diagnostics", "eval_batch_size"}
 )
 
@@ -146,8 +162,13 @@ def _merge_schedule(lower: Any, upper: Any) -> Any:
     return upper
 
 
+# Optimizer arguments the trial derives itself: the probe seed (the trial's seed) and Sophia-G's
+# bs (examples, or tokens, per step).
+_DERIVED_ARGS = ("seed", "bs")
+
+
 def _optimizer_keys(name: str) -> list[str]:
-    return [k for k in get_spec(name).defaults if k != "seed"]
+    return [k for k in get_spec(name).defaults if k not in _DERIVED_ARGS]
 
 
 def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -169,10 +190,14 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     trial_defaults = asdict(TrialDefaults())
     layers = [
         trial_defaults,
-        {k: v for k, v in spec.defaults.items() if k != "seed"},
+        {k: v for k, v in spec.defaults.items() if k not in _DERIVED_ARGS},
         dict(wl.defaults),
         # A workload without tuned values for this optimizer leaves the registry's defaults.
-        {k: v for k, v in wl.optimizer_defaults.get(opt_name, {}).items() if k != "seed"},
+        {
+            k: v
+            for k, v in wl.optimizer_defaults.get(opt_name, {}).items()
+            if k not in _DERIVED_ARGS
+        },
         {k: v for k, v in config.items() if k not in ("workload", "optimizer")},
     ]
     allowed = set(trial_defaults) | set(wl.defaults) | set(opt_keys)
@@ -282,6 +307,33 @@ def _validate_trial_keys(c: dict[str, Any]) -> None:
     for key in ("data_root", "pretrained_dir"):
         if c[key] is not None and not isinstance(c[key], str):
             bad(key, "a path or null")
+    for key in ("max_steps", "eval_interval", "eval_iters"):
+        if c[key] is not None and (not _is_int(c[key]) or c[key] < 1):
+            bad(key, "an integer >= 1 or null")
+    for key, low in (("grad_accum_steps", 1), ("rho_warmup_steps", 0)):
+        if not _is_int(c[key]) or c[key] < low:
+            bad(key, f"an integer >= {low}")
+    if c["weight_decay_units"] not in ("paper", "optimizer"):
+        bad("weight_decay_units", "'paper' or 'optimizer'")
+    if c["weight_decay_on"] not in ("all", "matrices"):
+        bad("weight_decay_on", "'all' or 'matrices'")
+    ranks = processes(c)
+    if c["batch_size"] % (ranks * c["grad_accum_steps"]):
+        raise ValueError(
+            f"batch_size ({c['batch_size']}) must be divisible by grad_accum_steps "
+            f"({c['grad_accum_steps']}) x processes ({ranks}): every micro-batch has "
+            "batch_size / (processes x grad_accum_steps) examples"
+        )
+
+
+def processes(config: Mapping[str, Any]) -> int:
+    """Processes a trial runs in (``nproc`` x ``nodes`` where the config has them)."""
+    return int(config.get("nproc") or 1) * int(config.get("nodes") or 1)
+
+
+def micro_batch_size(config: Mapping[str, Any]) -> int:
+    """Examples per micro-batch and process."""
+    return config["batch_size"] // (processes(config) * config["grad_accum_steps"])
 
 
 def _validate_diagnostics(d: Any) -> dict[str, Any]:
@@ -312,8 +364,10 @@ def optimizer_hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
     ``wd / lr`` to decoupled optimizers (``p *= 1 - lr_t * weight_decay``), so the effective
     per-step decay is ``wd * lr_t / lr_0`` and follows the schedule; coupled optimizers (SGD,
     SAM-SGD, Shampoo: L2 added to the gradient) take ``wd`` as it is. This is the one place the
-    conversion happens. The optimizer's probe ``seed`` is the trial's ``seed``; lists become tuples
-    (``betas``).
+    conversion happens; ``weight_decay_units: optimizer`` (the authors' GPT-2 configs) skips it.
+    The optimizer's probe ``seed`` is the trial's ``seed``, Sophia-G's ``bs`` is ``batch_size``
+    times the workload's predictions per example (tokens for a language model); lists become
+    tuples (``betas``).
     """
     name = config["optimizer"]
     spec = get_spec(name)
@@ -321,12 +375,16 @@ def optimizer_hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
     for key in spec.defaults:
         if key == "seed":
             out[key] = int(config.get("seed", 0))
+        elif key == "bs":  # Sophia-G's clipping ratio: predictions behind one step's gradient
+            tokens = get_workload(config["workload"]).tokens_per_example(config)
+            out[key] = int(config.get("batch_size", 1)) * tokens
         elif key in config:
             value = config[key]
             out[key] = tuple(value) if isinstance(value, list) else value
         else:
             out[key] = spec.defaults[key]
-    if spec.weight_decay_mode == "decoupled" and "weight_decay" in out:
+    paper_units = config.get("weight_decay_units", "paper") == "paper"
+    if spec.weight_decay_mode == "decoupled" and "weight_decay" in out and paper_units:
         lr = out.get("lr")
         if not lr:
             raise ValueError(f"lr must be > 0 to convert weight_decay for {name} (got {lr!r})")

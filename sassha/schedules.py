@@ -7,6 +7,12 @@
 ``{"name": "cosine", "warmup_epochs": 8, "final_lr_ratio": 0.0, "total_epochs": None}``
     per step: linear warm-up from lr0/W to lr0 over the first W steps, then a half cosine to
     ``final_lr_ratio * lr0`` at the end of ``total_epochs`` (the trial's ``epochs`` when null).
+``{"name": "warmup_cosine", "warmup_steps": 2000, "lr_decay_steps": 50000, "min_lr": 3e-5}``
+    nanoGPT's schedule (the authors' GPT-2 configs: ``warmup_iters``, ``lr_decay_iters``,
+    ``min_lr``): ``lr0 * step / warmup_steps`` while ``step < warmup_steps`` (step 0-based),
+    then a half cosine from lr0 to the absolute ``min_lr`` at ``lr_decay_steps`` (the trial's
+    total steps when null), flat at ``min_lr`` after it. Other param groups keep their ratio to
+    the first.
 ``{"name": "plateau", "factor": 0.1, "patience": 10, "metric": "val_loss", "mode": "min", ...}``
     multiplies lr by ``factor`` when the validation ``metric`` has not improved (by more than a
     relative ``threshold``) for ``patience`` epochs, then waits ``cooldown`` epochs.
@@ -56,6 +62,7 @@ SCHEDULES: dict[str, dict[str, Any]] = {
         "min_lr": 0.0,
     },
     "transformers": {"lr_scheduler_type": "linear", "num_warmup_steps": 0},
+    "warmup_cosine": {"warmup_steps": 0, "lr_decay_steps": None, "min_lr": 0.0},
 }
 # transformers' scheduler types that need arguments beyond (warm-up, total steps) or a metric.
 _TRANSFORMERS_UNSUPPORTED = frozenset(
@@ -125,6 +132,25 @@ def normalize_schedule(spec: Mapping[str, Any] | str | None) -> dict[str, Any]:
         t = out["total_epochs"]
         if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
             _fail(name, "total_epochs", "an integer >= 1 or null", t)
+    elif name == "warmup_cosine":
+        for key in ("warmup_steps", "lr_decay_steps"):
+            v = out[key]
+            if v is None and key == "lr_decay_steps":
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                _fail(
+                    name, key, "an integer >= 0" + (" or null" if key != "warmup_steps" else ""), v
+                )
+        if out["lr_decay_steps"] is not None and out["lr_decay_steps"] < out["warmup_steps"]:
+            _fail(
+                name,
+                "lr_decay_steps",
+                f">= warmup_steps ({out['warmup_steps']})",
+                out["lr_decay_steps"],
+            )
+        if not _number(out["min_lr"]) or out["min_lr"] < 0:
+            _fail(name, "min_lr", "a number >= 0", out["min_lr"])
+        out["min_lr"] = float(out["min_lr"])
     elif name == "plateau":
         if not isinstance(out["metric"], str) or not out["metric"]:
             _fail(name, "metric", "a metric name such as val_loss", out["metric"])
@@ -220,11 +246,25 @@ class Schedule:
             progress = min((step - warmup) / span, 1.0)
             low = self.spec["final_lr_ratio"]
             return low + (1.0 - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if name == "warmup_cosine":
+            return self._warmup_cosine(step)
         if name == "plateau":
             return self.plateau_scale
         if name == "transformers":
             return float(self._hf_lambda(step))
         return 1.0
+
+    def _warmup_cosine(self, step: int) -> float:
+        warmup = self.spec["warmup_steps"]
+        decay = self.spec["lr_decay_steps"]
+        decay = self.epochs * self.steps_per_epoch if decay is None else decay
+        low = self.spec["min_lr"] / self.base_lrs[0] if self.base_lrs[0] > 0 else 0.0
+        if step < warmup:
+            return step / warmup
+        if step > decay:
+            return low
+        ratio = (step - warmup) / max(decay - warmup, 1)
+        return low + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (1.0 - low)
 
     def lrs(self, step: int, epoch: int) -> list[float]:
         f = self.factor(step, epoch)

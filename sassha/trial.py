@@ -29,11 +29,14 @@ from sassha.config import (
     DiagnosticsDefaults,
     TrialDefaults,
     is_number,
+    micro_batch_size,
     optimizer_hyperparameters,
     resolve_config,
 )
+from sassha.data import stream
 from sassha.hessian import BatchLoss, trainable_params
 from sassha.optim import build_optimizer, clip_grad_norm, get_spec
+from sassha.optim.accumulate import MicroBatches
 from sassha.schedules import (
     HessianPowerSchedule,
     Schedule,
@@ -129,23 +132,32 @@ def _torch_threads(n: int | None):
 
 
 class _Closure:
-    """``closure()`` for ``opt.step``: the batch's fp32 loss, without backward.
+    """One micro-batch's part of ``closure()`` for ``opt.step``: ``weight * loss`` in fp32,
+    without backward (``weight`` = its share of the step's examples; 1 without accumulation).
 
-    An optimizer may evaluate it more than once per step (SAM, SASSHA); ``stats`` keeps the
-    workload's statistics (``count``, ``correct``) of the first evaluation, the one at the point
-    the step starts from, which is also the loss ``opt.step`` returns.
+    An optimizer may evaluate it more than once per step (SAM, SASSHA); ``loss`` and ``stats``
+    keep the unweighted loss and the workload's statistics (``count``, ``correct``) of the first
+    evaluation, the one at the point the step starts from. ``forward`` returns ``(loss, stats)``
+    or, for the sampled-label loss, ``(loss, true-label loss, stats)``.
     """
 
-    def __init__(self, forward, batch) -> None:
+    def __init__(self, forward, batch, weight: float = 1.0) -> None:
         self.forward = forward
         self.batch = batch
+        self.weight = weight
+        self.loss: torch.Tensor | None = None
         self.stats: dict[str, Any] | None = None
 
     def __call__(self) -> torch.Tensor:
-        loss, stats = self.forward(self.batch)
+        loss, *seen, stats = self.forward(self.batch)
         if self.stats is None:
+            self.loss = (seen[0] if seen else loss).detach()
             self.stats = stats or {}
-        return loss
+        return loss if self.weight == 1.0 else loss * self.weight
+
+
+def _step_closure(parts: list[_Closure]):
+    return parts[0] if len(parts) == 1 else MicroBatches(parts)
 
 
 class _EpochMeter:
@@ -213,10 +225,19 @@ class Trial:
         self.spec = get_spec(self.cfg["optimizer"])
         self.hparams = optimizer_hyperparameters(self.cfg)
         self.passes_per_step = self.spec.backward_passes(self.hparams)
+        # rho = 0 during rho_warmup_steps: SAM and SASSHA cost less then
+        self.warmup_passes = (
+            self.spec.backward_passes(self.hparams | {"rho": 0.0})
+            if "rho" in self.hparams
+            else self.passes_per_step
+        )
+        self.step_based = self.cfg["max_steps"] is not None
         self.diag = self.cfg["diagnostics"]
-        # What a checkpoint restores besides the model, optimizer, schedule and RNGs.
+        # What a checkpoint restores besides the model, optimizer, schedule and RNGs (an epoch
+        # is an evaluation period in step-based training).
         self.epoch = 0
         self.steps = 0
+        self.passes = 0.0
         self.wall_time = 0.0
         self.history: list[dict[str, Any]] = []
         self.result: dict[str, Any] | None = None
@@ -224,7 +245,16 @@ class Trial:
 
     @property
     def backward_passes(self) -> float:
-        return self.steps * self.passes_per_step
+        return self.passes
+
+    def _finished_training(self) -> bool:
+        if self.step_based:
+            return self.steps >= self.cfg["max_steps"]
+        return self.epoch >= self.cfg["epochs"]
+
+    def _log_step(self) -> int:
+        """The tracker's x axis: optimizer steps in step-based training, else epochs."""
+        return self.steps if self.step_based else self.epoch
 
     def run(self) -> dict[str, Any]:
         """Exhaust :meth:`epochs` and return the final metrics."""
@@ -261,25 +291,27 @@ class Trial:
         cfg = self.cfg
         self._build(ckpt)
         stop = None
-        while self.epoch < cfg["epochs"] and stop is None:
+        while not self._finished_training() and stop is None:
             start = time.perf_counter()
             row, stop = self._train_epoch()
             if stop != "diverged":
-                with _autocast(cfg["precision"], self.device):
+                with _autocast(cfg["precision"], self.device), self._evaluation_params():
                     row.update(self.wl.evaluate(self.model, self.val_loader, self.device))
                 row.update(self._epoch_diagnostics())
             self.epoch += 1
             self.wall_time += time.perf_counter() - start
             row["wall_time_s"] = self.wall_time
             row["backward_passes"] = self.backward_passes
+            if self.step_based:
+                row["steps"] = self.steps
             self.history.append(row)
-            self.tracker.log_metrics(row, step=self.epoch)
+            self.tracker.log_metrics(row, step=self._log_step())
             if stop != "diverged":
                 self.schedule.end_epoch(row)
                 time_up = cfg["time_limit_s"] is not None and self.wall_time >= cfg["time_limit_s"]
-                if stop is None and time_up and self.epoch < cfg["epochs"]:
+                if stop is None and time_up and not self._finished_training():
                     stop = "time_limit"
-                if stop is None and self.epoch < cfg["epochs"]:
+                if stop is None and not self._finished_training():
                     self._save(result=None)
             yield row
         self.result = self._final_result(stop)
@@ -294,9 +326,14 @@ class Trial:
         self.model = self.wl.build_model(cfg).to(self.device)
         self.train_loader, self.val_loader = self._loaders()
         self.opt = build_optimizer(
-            cfg["optimizer"], self.model.parameters(), model=self.model, **self.hparams
+            cfg["optimizer"], _param_groups(self.model, cfg), model=self.model, **self.hparams
         )
-        self.schedule = Schedule(cfg["schedule"], self.opt, cfg["epochs"], len(self.train_loader))
+        self.rhos = [g.get("rho") for g in self.opt.param_groups]
+        if self.step_based:  # one "epoch" of max_steps steps: the schedule's horizon
+            self.schedule = Schedule(cfg["schedule"], self.opt, 1, cfg["max_steps"])
+        else:
+            steps = math.ceil(len(self.train_loader) / cfg["grad_accum_steps"])
+            self.schedule = Schedule(cfg["schedule"], self.opt, cfg["epochs"], steps)
         # Built before the restore: it reads the optimizer's own powers from fresh groups.
         self.power_schedule = HessianPowerSchedule(cfg["hessian_power_schedule"], self.opt)
         if ckpt is None:
@@ -317,6 +354,51 @@ class Trial:
         # check all expect fp32.
         return loss.float(), stats
 
+    def _sampled_forward(self, batch):
+        with _autocast(self.cfg["precision"], self.device):
+            loss, true, stats = self.wl.sampled_loss(self.model, batch)
+        return loss.float(), true.float(), stats
+
+    def _evaluation_params(self):
+        """SPlus evaluates on its parameter average, as the authors' loop does."""
+        averaged = getattr(self.opt, "averaged_params", None)
+        return averaged() if averaged is not None else contextlib.nullcontext()
+
+    def _step(self, micro_batches: list) -> list[_Closure]:
+        """One optimizer step over the micro-batches; returns the parts it evaluated first."""
+        if self.cfg["rho_warmup_steps"]:
+            warm = self.steps < self.cfg["rho_warmup_steps"]
+            for group, rho in zip(self.opt.param_groups, self.rhos):
+                if rho is not None:
+                    group["rho"] = 0.0 if warm else rho
+        else:
+            warm = False
+        batches = [self.wl.to_device(b, self.device) for b in micro_batches]
+        sizes = [_batch_size(b) for b in batches]
+        weights = [n / sum(sizes) for n in sizes] if len(batches) > 1 else [1.0]
+        parts = [_Closure(self._forward, b, w) for b, w in zip(batches, weights)]
+        with clip_grad_norm(self.cfg["grad_clip_norm"]):
+            if getattr(self.opt, "takes_sampled_closure", False):
+                sampled = [_Closure(self._sampled_forward, b, w) for b, w in zip(batches, weights)]
+                self.opt.step(_step_closure(parts), sampled_closure=_step_closure(sampled))
+                if sampled[0].stats is not None:
+                    parts = sampled
+            else:
+                self.opt.step(_step_closure(parts))
+        self.steps += 1
+        self.passes += self.warmup_passes if warm else self.passes_per_step
+        return parts
+
+    def _step_groups(self) -> Iterator[list]:
+        """This period's steps, each a list of micro-batches."""
+        k = self.cfg["grad_accum_steps"]
+        loader = self._stream_loader() if self.step_based else self.train_loader
+        batches = iter(loader)
+        for _ in range(self._period_steps()):
+            group = [b for _, b in zip(range(k), batches)]
+            if group:
+                yield group
+
     def _train_epoch(self) -> tuple[dict[str, float], str | None]:
         """One pass over the training data: the epoch's row and why it stopped early, if it did."""
         self.model.train()
@@ -324,20 +406,17 @@ class Trial:
         # Divergence is checked on the host every step on the CPU (free) and every 50 steps on an
         # accelerator, where each check is a device sync.
         check_every = 1 if self.device.type == "cpu" else 50
-        spe = len(self.train_loader)
+        spe = self._period_steps()
         diff = self._difference_tracker()
         budget = self.cfg["max_backward_passes"]
         lr, stop = self.opt.param_groups[0]["lr"], None
-        for i, batch in enumerate(self.train_loader):
+        for i, micro_batches in enumerate(self._step_groups()):
             if diff is not None and i == max(spe - self.diag["k"], 0):
                 self._on_diagnostic_batches(diff.record)
             lr = self.schedule.apply(self.steps, self.epoch)
             self.power_schedule.apply(self.steps)
-            closure = _Closure(self._forward, self.wl.to_device(batch, self.device))
-            with clip_grad_norm(self.cfg["grad_clip_norm"]):
-                loss = self.opt.step(closure)
-            self.steps += 1
-            meter.add(loss, closure.stats)
+            for part in self._step(micro_batches):
+                meter.add(part.loss, part.stats)
             if ((i + 1) % check_every == 0 or i + 1 == spe) and meter.diverged():
                 stop = "diverged"
                 break
@@ -353,6 +432,13 @@ class Trial:
             if diff is not None and diff.previous is not None:
                 row["hessian_difference"] = self._on_diagnostic_batches(diff.difference)
         return row, stop
+
+    def _period_steps(self) -> int:
+        k = self.cfg["grad_accum_steps"]
+        if not self.step_based:
+            return math.ceil(len(self.train_loader) / k)
+        period = self.cfg["eval_interval"] or self.cfg["max_steps"]
+        return min(period, self.cfg["max_steps"] - self.steps)
 
     def _final_result(self, stop: str | None) -> dict[str, Any]:
         status = "diverged" if stop == "diverged" else "finished"
@@ -377,7 +463,7 @@ class Trial:
             if k not in last and is_number(v) and not isinstance(v, bool)
         }
         if summary:
-            self.tracker.log_metrics(summary, step=int(result["epochs_completed"]))
+            self.tracker.log_metrics(summary, step=self._log_step())
 
     def _summary(self, status: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         counters = {
@@ -395,28 +481,61 @@ class Trial:
         out.update(counters)  # the summary's own counters win over the last epoch's copies
         return out
 
-    def _loaders(self) -> tuple[DataLoader, DataLoader]:
+    def _loader_args(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return dict(
+            num_workers=cfg["num_workers"],
+            collate_fn=getattr(self.wl, "collate_fn", None),
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _loaders(self) -> tuple[DataLoader | None, DataLoader]:
         cfg = self.cfg
         self.train_ds, val_ds = self.wl.build_data(cfg)
         self.loader_gen = torch.Generator()
         self.loader_gen.manual_seed(cfg["seed"])
-        common = dict(
-            num_workers=cfg["num_workers"],
-            collate_fn=getattr(self.wl, "collate_fn", None),
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=cfg["num_workers"] > 0,
-        )
+        common = self._loader_args() | dict(persistent_workers=cfg["num_workers"] > 0)
+        if cfg["eval_iters"] is not None:
+            count = cfg["eval_iters"] * cfg["eval_batch_size"]
+            val_ds = torch.utils.data.Subset(
+                val_ds, stream.evaluation_indices(val_ds, count, cfg["seed"])
+            )
+        val = DataLoader(val_ds, batch_size=cfg["eval_batch_size"], shuffle=False, **common)
+        if len(self.train_ds) == 0:
+            raise ValueError(f"workload {self.wl.name}: the training set is empty")
+        if self.step_based:
+            return None, val
+        if stream.with_replacement(self.train_ds):
+            raise ValueError(
+                f"workload {self.wl.name} samples random windows and trains by steps: "
+                "set max_steps (and eval_interval)"
+            )
         train = DataLoader(
             self.train_ds,
-            batch_size=cfg["batch_size"],
+            batch_size=micro_batch_size(cfg),
             shuffle=True,
             generator=self.loader_gen,
             **common,
         )
-        val = DataLoader(val_ds, batch_size=cfg["eval_batch_size"], shuffle=False, **common)
-        if len(train) == 0:
-            raise ValueError(f"workload {self.wl.name}: the training set is empty")
         return train, val
+
+    def _stream_loader(self) -> DataLoader:
+        """This period's micro-batches, from the stream position the steps taken so far reached
+        (a new loader per period: read-ahead of the last one is simply dropped)."""
+        cfg = self.cfg
+        rank, world = _rank_and_world()
+        sampler = stream.StreamSampler(
+            len(self.train_ds),
+            seed=cfg["seed"],
+            start=self.steps * cfg["batch_size"],
+            replacement=stream.with_replacement(self.train_ds),
+            step_size=cfg["batch_size"],
+            rank=rank,
+            world=world,
+        )
+        return DataLoader(
+            self.train_ds, batch_size=micro_batch_size(cfg), sampler=sampler, **self._loader_args()
+        )
 
     # -- diagnostics ---------------------------------------------------------------------------
 
@@ -521,7 +640,12 @@ class Trial:
                 f"{self.ckpt_path} was written for a different config "
                 f"(differs in: {', '.join(differ)}); use another checkpoint_dir"
             )
-        if ckpt["epoch"] > self.cfg["epochs"]:
+        if self.step_based and ckpt["steps"] > self.cfg["max_steps"]:
+            raise ValueError(
+                f"{self.ckpt_path} holds {ckpt['steps']} steps, more than the "
+                f"{self.cfg['max_steps']} requested"
+            )
+        if not self.step_based and ckpt["epoch"] > self.cfg["epochs"]:
             raise ValueError(
                 f"{self.ckpt_path} holds {ckpt['epoch']} epochs, more than the "
                 f"{self.cfg['epochs']} requested"
@@ -536,6 +660,7 @@ class Trial:
             "config": self.cfg,
             "epoch": self.epoch,
             "steps": self.steps,
+            "backward_passes": self.passes,
             "wall_time_s": self.wall_time,
             "history": self.history,
             "model": self.model.state_dict(),
@@ -558,6 +683,7 @@ class Trial:
     def _restore_progress(self, ckpt: Mapping[str, Any]) -> None:
         self.epoch = int(ckpt["epoch"])
         self.steps = int(ckpt["steps"])
+        self.passes = float(ckpt.get("backward_passes", self.steps * self.passes_per_step))
         self.wall_time = float(ckpt["wall_time_s"])
         self.history = list(ckpt["history"])
 
@@ -575,7 +701,27 @@ def _ended_for(
         return True
     if result.get("stopped_by_time_limit") and stored["time_limit_s"] != cfg["time_limit_s"]:
         return False
+    if cfg.get("max_steps") is not None:
+        return stored.get("max_steps") == cfg["max_steps"]
     return stored["epochs"] == cfg["epochs"]
+
+
+def _param_groups(model: torch.nn.Module, cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """All parameters in one group, or nanoGPT's split: weight decay on >= 2-D weights only."""
+    params = list(model.parameters())
+    if cfg["weight_decay_on"] == "all":
+        return [{"params": params}]
+    decay = [p for p in params if p.dim() >= 2]
+    rest = [p for p in params if p.dim() < 2]
+    return [{"params": decay}] + ([{"params": rest, "weight_decay": 0.0}] if rest else [])
+
+
+def _rank_and_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def _batch_size(batch: Any) -> int:

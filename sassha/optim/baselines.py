@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from . import _parts as P
+from .accumulate import loss_and_grads
 from .clipping import clip_
 from .distributed import average_
 from .sassha import Closure, HessianPreconditioned, _require_closure
@@ -22,14 +23,13 @@ from .validation import check_hparams
 
 
 def _backward(closure: Callable[[], Tensor], params) -> Tensor:
-    for p in params:
-        p.grad = None
-    with torch.enable_grad():
-        loss = closure()
-        loss.backward()
+    params = [p for p in params if p.requires_grad]
+    loss, grads = loss_and_grads(closure, params, unused="none")
+    for p, g in zip(params, grads):
+        p.grad = g
     average_([p.grad for p in params])
     clip_([p.grad for p in params])
-    return loss.detach()
+    return loss
 
 
 def _all_params(opt: torch.optim.Optimizer) -> list[Tensor]:
@@ -178,9 +178,7 @@ class SAM(torch.optim.Optimizer):
         _require_closure(closure, "SAM")
         params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
         foreach = P.use_foreach(self._foreach, params)
-        with torch.enable_grad():
-            loss = closure()
-            grads = HessianPreconditioned._grads(loss, params, create_graph=False)
+        loss, grads = loss_and_grads(closure, params)
         average_(grads)  # the perturbation follows the global gradient
         clip_(grads)
         norm = P.global_norm(grads, foreach)
@@ -189,9 +187,8 @@ class SAM(torch.optim.Optimizer):
             s = g["rho"] / (norm + g["perturb_eps"])
             scales.extend([s] * sum(p.requires_grad for p in g["params"]))
         saved = P.perturb_(params, grads, scales, foreach)
-        with P.frozen_bn_stats(self._model), torch.enable_grad():
-            loss2 = closure()
-            grads2 = HessianPreconditioned._grads(loss2, params, create_graph=False)
+        with P.frozen_bn_stats(self._model):
+            _, grads2 = loss_and_grads(closure, params)
         average_(grads2)
         clip_(grads2)
         P.restore_(params, saved, foreach)

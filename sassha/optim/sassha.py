@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from . import _parts as P
-from . import hutchinson
+from . import accumulate, hutchinson
 from .clipping import clip_
 from .distributed import average_
 from .validation import check_hparams
@@ -149,18 +149,16 @@ class HessianPreconditioned(torch.optim.Optimizer):
                 )
                 self._save_generator()
                 return loss, grads, est
-            with torch.enable_grad():
-                loss = closure()
-                grads = self._grads(loss, params, create_graph=hessian)
+            # one micro-batch at a time when the closure is a MicroBatches (accumulation)
             if not hessian:
-                return loss.detach(), grads, None
-            if before_hvp is not None:
-                before_hvp()
+                loss, grads = accumulate.loss_and_grads(closure, params)
+                return loss, grads, None
             gen = self._probe_generator(params)
-            with torch.enable_grad():
-                est = hutchinson.hutchinson_diag(grads, params, gen, g0["n_samples"])
+            loss, grads, est = accumulate.grads_and_hutchinson(
+                closure, params, gen, g0["n_samples"], before_hvp=before_hvp
+            )
             self._save_generator()
-            return loss.detach(), [g.detach() for g in grads], est
+            return loss, grads, est
 
     # ------------------------------------------------------------------------ Hessian EMA
 

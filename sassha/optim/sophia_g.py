@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from . import _parts as P
+from .accumulate import loss_and_grads
 from .clipping import clip_
 from .distributed import average_
 from .sassha import Closure, _require_closure
@@ -28,12 +29,9 @@ from .validation import check_hparams
 
 
 def _gradients(closure: Closure, params: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-    with torch.enable_grad():
-        loss = closure()
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+    loss, grads = loss_and_grads(closure, params)
     average_(grads)
-    return loss.detach(), grads
+    return loss, grads
 
 
 class SophiaG(torch.optim.Optimizer):

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from .accumulate import loss_and_grads
 from .clipping import clip_
 from .distributed import average_
 from .sassha import Closure, _require_closure
@@ -86,10 +87,7 @@ class SPlus(torch.optim.Optimizer):
     def step(self, closure: Closure | None = None) -> Tensor:
         _require_closure(closure, "SPlus")
         params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
-        with torch.enable_grad():
-            loss = closure()
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+        loss, grads = loss_and_grads(closure, params)
         average_(grads)
         clip_(grads)
         by_param = dict(zip(map(id, params), grads))
@@ -97,7 +95,7 @@ class SPlus(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.requires_grad:
                     self._update(p, by_param[id(p)], group)
-        return loss.detach()
+        return loss
 
     def _update(self, p: Tensor, g: Tensor, group: dict) -> None:
         st = self._init_state(p, group["max_dim"])
