@@ -281,7 +281,8 @@ class Spec:
 
 def merge(base: Any, over: Any) -> Any:
     """Deep-merge ``over`` into ``base``: mappings merge key by key, anything else replaces, and a
-    ``null`` in ``over`` deletes the key (so a profile can drop a variant or an axis)."""
+    ``null`` in ``over`` deletes the key (so a profile can drop a variant or an axis; deleting a
+    key that is not there is no change)."""
     if not (isinstance(base, dict) and isinstance(over, dict)):
         return over
     where = over.where if isinstance(over, LineDict) else getattr(base, "where", ("?", 0))
@@ -294,7 +295,10 @@ def merge(base: Any, over: Any) -> Any:
             out.pop(key, None)
             out.pos.pop(key, None)
             continue
-        out[key] = merge(out[key], value) if key in out else value
+        if key in out:
+            out[key] = merge(out[key], value)
+        else:  # a new mapping: its nulls delete nothing, so they go
+            out[key] = merge({}, value) if isinstance(value, dict) else value
         out.pos[key] = over.key_pos(key) if isinstance(over, LineDict) else where
     return out
 
