@@ -493,10 +493,39 @@ def _markers(raw: Any) -> set[str]:
     return out
 
 
-def _deviations(raw, model, variants, markers: set[str]) -> list[dict[str, Any]]:
+def _copy(node: LineDict) -> LineDict:
+    out = LineDict(node, where=node.where)
+    out.pos = dict(node.pos)
+    return out
+
+
+def _without_markers(raw: LineDict) -> LineDict:
+    """The merged spec of a profile without official markers: a profile changes what runs, so
+    its cells reproduce no official configuration (and its zips need not carry the markers).
+    Copies what it changes: the spec as written keeps its markers."""
+    variants = raw.get("variants")
+    if not isinstance(variants, LineDict):
+        return raw
+    out, kept = _copy(raw), _copy(variants)
+    for name, body in variants.items():
+        if not isinstance(body, LineDict):
+            continue
+        zipped = body.get("zip")
+        if OFFICIAL in body or (isinstance(zipped, LineDict) and OFFICIAL in zipped):
+            body = kept[name] = _copy(body)
+            body.pop(OFFICIAL, None)
+            if isinstance(zipped, LineDict) and OFFICIAL in zipped:
+                body["zip"] = _copy(zipped)
+                body["zip"].pop(OFFICIAL)
+    out["variants"] = kept
+    return out
+
+
+def _deviations(raw, model, variants, markers: set[str], names) -> list[dict[str, Any]]:
     """The `deviations:` list, each `where` naming a variant, a marked official path or "*"."""
     out = []
     items = raw.get("deviations") or []
+    variants = [*variants, *(n for n in names if n not in variants)]
     allowed = [*variants, DEVIATION_ALL, "an official path the variants mark"]
     for i, dev in enumerate(model.deviations):
         pos = items.item_pos(i) if isinstance(items, LineList) else raw.where
@@ -555,7 +584,7 @@ def load_spec(path: str | Path, profile: str | None = None) -> Spec:
                 f"unknown profile {profile!r}",
                 allowed=list(profile_names) or "none defined",
             )
-        unmerged, raw = raw, merge(raw, profiles[profile])
+        unmerged, raw = raw, _without_markers(merge(raw, profiles[profile]))
     else:
         unmerged = raw
 
@@ -637,7 +666,9 @@ def load_spec(path: str | Path, profile: str | None = None) -> Spec:
                 allowed=list(variants),
             )
 
-    deviations = _deviations(raw, model, variants, _markers(raw) | _markers(unmerged))
+    deviations = _deviations(
+        raw, model, variants, _markers(unmerged), list(unmerged.get("variants") or {})
+    )
     metric = model.metric.model_dump() if model.metric else {}
     spec = Spec(
         path=path,
