@@ -40,6 +40,7 @@ from typing import Any
 __all__ = [
     "SCHEDULES",
     "HESSIAN_POWER_SCHEDULES",
+    "TRANSFORMERS_SCHEDULER_TYPES",
     "Schedule",
     "HessianPowerSchedule",
     "normalize_schedule",
@@ -64,14 +65,17 @@ SCHEDULES: dict[str, dict[str, Any]] = {
     "transformers": {"lr_scheduler_type": "linear", "num_warmup_steps": 0},
     "warmup_cosine": {"warmup_steps": 0, "lr_decay_steps": None, "min_lr": 0.0},
 }
-# transformers' scheduler types that need arguments beyond (warm-up, total steps) or a metric.
-_TRANSFORMERS_UNSUPPORTED = frozenset(
-    {
-        "reduce_lr_on_plateau",
-        "cosine_with_min_lr",
-        "cosine_warmup_with_min_lr",
-        "warmup_stable_decay",
-    }
+# transformers.SchedulerType's names that take only (warm-up, total steps): the others need
+# a metric or more arguments. Listed here so that planning imports neither transformers nor
+# torch; tests/trial checks the list against the installed transformers.
+TRANSFORMERS_SCHEDULER_TYPES = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
 )
 
 
@@ -168,7 +172,7 @@ def normalize_schedule(spec: Mapping[str, Any] | str | None) -> dict[str, Any]:
             if not _number(out[key]) or out[key] < 0:
                 _fail(name, key, "a number >= 0", out[key])
     elif name == "transformers":
-        types = _transformers_scheduler_types()
+        types = TRANSFORMERS_SCHEDULER_TYPES
         if out["lr_scheduler_type"] not in types:
             _fail(name, "lr_scheduler_type", "one of " + ", ".join(types), out["lr_scheduler_type"])
         w = out["num_warmup_steps"]
@@ -186,11 +190,6 @@ def _transformers():
             "pip install 'sassha-sweeps[transformers]'"
         ) from None
     return transformers
-
-
-def _transformers_scheduler_types() -> list[str]:
-    kinds = _transformers().SchedulerType
-    return [k.value for k in kinds if k.value not in _TRANSFORMERS_UNSUPPORTED]
 
 
 def _transformers_lambda(spec: Mapping[str, Any], base_lr: float, total_steps: int):
