@@ -1,9 +1,8 @@
 """Baselines as the paper ran them, all on the closure protocol ``loss = opt.step(closure)``.
 
-SGD and AdamW are torch's with a ``step`` that differentiates the closure itself (Shampoo, from
-``pytorch-optimizer``, is in ``shampoo.py``). SAM wraps torch's SGD or AdamW. AdaHessian and
-Sophia-H follow the paper's versions (see ``docs`` of each class) on the shared Hutchinson
-estimator.
+SGD and AdamW are torch's with a ``step`` that differentiates the closure itself (the classic
+Shampoo is in ``shampoo.py``). SAM wraps torch's SGD or AdamW. AdaHessian and Sophia-H follow
+the paper's versions (see ``docs`` of each class) on the shared Hutchinson estimator.
 """
 
 from __future__ import annotations

@@ -280,7 +280,7 @@ _register(
         name="shampoo",
         factory=_lazy("shampoo", "Shampoo"),
         defaults=dict(
-            lr=0.4, momentum=0.9, weight_decay=5e-3, eps=1e-4, preconditioning_compute_steps=1
+            lr=0.4, momentum=0.9, weight_decay=5e-3, eps=1e-4, update_freq=1, foreach=None
         ),
         weight_decay_mode="coupled",
         uses_hessian=False,
@@ -288,7 +288,7 @@ _register(
         takes_model=False,
         _passes=lambda h: 1.0,
         _evals=lambda h: 1,
-        description="Shampoo from pytorch-optimizer",
+        description="classic Shampoo (roots P^(-1/order)) as torch-optimizer 0.3.0 runs it",
     )
 )
 

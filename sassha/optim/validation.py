@@ -98,7 +98,7 @@ CHECKS: dict[str, Check] = {
     "hessian_point": one_of("perturbed", "official_loop"),
     "lazy_ema": one_of("every_step", "refresh_only"),
     "foreach": optional_bool,
-    "preconditioning_compute_steps": positive_int,
+    "update_freq": positive_int,
     "bs": positive_int,
     "ema_rate": unit_interval,
     "inverse_every": positive_int,

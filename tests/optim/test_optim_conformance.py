@@ -15,13 +15,16 @@ HESSIAN = [n for n in NAMES if REGISTRY[n].uses_hessian]
 # Step sizes that make each optimizer's typical behaviour visible on the toy problems below.
 # SPlus scales a matrix's step by 2 / (rows + cols) and a vector's by nonstandard_constant
 # (1e-3): lr 0.125 moves the quadratic's 2 x 3 weight by 0.05, lr 20 Rosenbrock's vector by 0.02.
-LR = {n: 0.05 for n in NAMES} | {"shampoo": 0.2, "splus": 0.125}
+LR = {n: 0.05 for n in NAMES} | {"shampoo": 3.0, "splus": 0.125}
+# Classic Shampoo inverts a vector's gradient statistics with power -1: on these toys it needs
+# damping (eps = 1) and no momentum to make progress.
+EXTRA = {"shampoo": {"eps": 1.0, "momentum": 0.0}}
 ROSENBROCK_LR = LR | {"sgd": 0.005, "sam_sgd": 0.005, "sophia_h": 0.02, "adahessian": 0.2}
 ROSENBROCK_LR |= {"sophia_g": 0.02, "splus": 20.0}
 
 
 def hp(name: str, **kw) -> dict:
-    h = {"lr": LR[name], "weight_decay": 0.0}
+    h = {"lr": LR[name], "weight_decay": 0.0} | EXTRA.get(name, {})
     if "rho" in REGISTRY[name].defaults:
         h["rho"] = 0.01
     return h | kw
@@ -225,7 +228,7 @@ BAD = {
     "foreach": ["x"],
     "nesterov": ["x"],
     "perturb_eps": [-1.0],
-    "preconditioning_compute_steps": [0],
+    "update_freq": [0, 1.5],
     "bs": [0, 1.5],
     "ema_rate": [1.0, -0.1],
     "inverse_every": [0],
