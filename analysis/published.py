@@ -162,6 +162,13 @@ def paper_values() -> list[PaperValue]:
         for d in rows:
             _timed("table14", workload, d["optimizer"], d, out)
 
+    gpt2 = pub["official_repo_gpt2_small_openwebtext"]  # the authors' repository, not the paper
+    for row, values in gpt2["rows"].items():
+        for col, v in zip(gpt2["columns"], values):
+            out.append(
+                PaperValue("gpt2_repo", "openwebtext_gpt2_small", row, col, (col,), v, math.nan)
+            )
+
     t15 = pub["table15_seconds_per_epoch"]
     for workload, rows in t15.items():
         if workload == "backward_passes_per_step":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import threading
@@ -158,7 +159,9 @@ def cmd_plan(args) -> int:
         units.add(unit)
         st = states[t.hash].state
         epochs = str(t.config["epochs"])
-        if t.budget and "exact_epochs" in t.budget:
+        if t.config.get("max_steps") is not None:
+            epochs = f"{t.config['max_steps']} steps"
+        elif t.budget and "exact_epochs" in t.budget:
             epochs += f" ({t.budget['exact_epochs']:.2f})"
         table.add_row(
             str(i),
@@ -181,6 +184,8 @@ def cmd_plan(args) -> int:
         if unit == "backward passes"
         else "epochs x backward passes/step; steps/epoch unknown without reading the data"
     )
+    if all(t.config.get("max_steps") is not None for t in trials):
+        how = "max_steps x backward passes/step, rho warm-up steps at rho = 0"
     con.print(f"{len(trials)} trials ({done} done, {len(trials) - done} to run)")
     con.print(f"budget: {total:,.0f} {unit} ({how}; one Hessian-vector product = one pass)")
     if spec.budget is not None:
@@ -192,6 +197,14 @@ def cmd_plan(args) -> int:
         con.print(f"budget rule: equal {b.equal}{ref} at {limit}{extra}")
     _print_deviations(con, spec, trials)
     return EXIT_OK
+
+
+def _periods(config) -> int:
+    """Epochs, or evaluation periods of a step-based trial (what its checkpoints count)."""
+    steps = config.get("max_steps")
+    if steps is None:
+        return int(config["epochs"])
+    return math.ceil(steps / (config.get("eval_interval") or steps))
 
 
 def _official_text(trial) -> str:
@@ -255,7 +268,7 @@ def cmd_status(args) -> int:
     for t in trials:
         st = states[t.hash]
         counts[st.state] += 1
-        epoch = f"{st.epoch}/{t.config['epochs']}" if st.epoch is not None else "-"
+        epoch = f"{st.epoch}/{_periods(t.config)}" if st.epoch is not None else "-"
         table.add_row(
             t.variant,
             _axes_text(t.axes),
@@ -313,7 +326,7 @@ class _Display:
 
         self.jobs = jobs
         self.metric = metric
-        self.total_epochs = sum(int(j["config"]["epochs"]) for j in jobs)
+        self.total_epochs = sum(_periods(j["config"]) for j in jobs)
         self.counts: Counter = Counter()
         self.ended: set[str] = set()
         self.stopped: list[str] = []  # why trials stopped without ending (a full disk)
@@ -347,11 +360,11 @@ class _Display:
             done_epochs, running = 0, 0
             for job in self.jobs:
                 if job["hash"] in self.ended:
-                    done_epochs += int(job["config"]["epochs"])
+                    done_epochs += _periods(job["config"])
                     continue
                 st = trial_state(Path(job["trial_dir"]))
                 running += st.state == "running"
-                done_epochs += min(int(st.epoch or 0), int(job["config"]["epochs"]))
+                done_epochs += min(int(st.epoch or 0), _periods(job["config"]))
             self.progress.update(
                 self.task, completed=done_epochs, description=self._describe(running)
             )

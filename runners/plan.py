@@ -159,6 +159,7 @@ def steps_per_epoch(config: Mapping[str, Any]) -> int | None:
         return None
     if size is None or not config.get("batch_size"):
         return None
+    # a step is batch_size examples however many micro-batches make it up
     return math.ceil(size / int(config["batch_size"]))
 
 
@@ -649,9 +650,25 @@ def default_metric(spec: Spec, trials: list[Trial]) -> dict[str, str]:
     return {"name": "val_acc", "mode": "max"}
 
 
+def step_based_passes(config: Mapping[str, Any]) -> float:
+    """Backward passes of a step-based trial: ``max_steps`` steps, the first
+    ``rho_warmup_steps`` of them at ``rho = 0`` (one gradient fewer for SAM and SASSHA)."""
+    from sassha.optim import get_spec
+
+    spec = get_spec(config["optimizer"])
+    hp = {k: config[k] for k in spec.defaults if k in config}
+    steps = int(config["max_steps"])
+    warm = min(int(config.get("rho_warmup_steps") or 0), steps) if "rho" in spec.defaults else 0
+    cold = float(spec.backward_passes(hp | {"rho": 0.0})) if warm else 0.0
+    return warm * cold + (steps - warm) * passes_per_step(config)
+
+
 def trial_cost(trial: Trial) -> tuple[float, str]:
-    """(total budget, unit) of one trial: backward passes if steps/epoch are known."""
+    """(total budget, unit) of one trial: backward passes if steps/epoch are known (always for
+    a step-based trial)."""
     cfg = trial.config
+    if cfg.get("max_steps") is not None:
+        return step_based_passes(cfg), "backward passes"
     pps = passes_per_step(cfg)
     spe = steps_per_epoch(cfg)
     if spe is None:

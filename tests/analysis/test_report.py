@@ -226,5 +226,30 @@ def test_published_numbers_match_the_paper_text():
         "table7",
         "table14",
         "table15",
+        "gpt2_repo",
     }
     assert len(values) > 300
+
+
+def test_gpt2_table_beside_ours(store, tmp_path):
+    """`sweep report --paper` on the GPT-2 sweep: the repository's numbers beside ours."""
+    trials = [
+        FakeTrial(
+            name,
+            0,
+            workload="openwebtext_gpt2_small",
+            optimizer=name,
+            history={"val_loss": [3.5, loss], "val_ppl": [33.0, ppl]},
+        )
+        for name, loss, ppl in (("sassha", 2.95, 19.1), ("adamw", 3.0, 20.1), ("splus", 2.97, 19.5))
+    ]
+    log_sweep(store, "gpt2", trials)
+    report = build_report(load_sweep("gpt2", store), paper=True, out=tmp_path, formats=["csv"])
+    table = next(t for t in report.tables if t.name == "paper").data
+    gpt2 = table[table.table == "gpt2_repo"]
+    loss = gpt2[gpt2.metric == "val_loss"].set_index("paper_row")
+    assert loss.loc["sassha", "paper_mean"] == pytest.approx(2.9173)
+    assert loss.loc["sassha", "ours_mean"] == pytest.approx(2.95)
+    assert loss.loc["adamw", "paper_mean"] == pytest.approx(2.9622)
+    ppl = gpt2[gpt2.metric == "val_ppl"].set_index("paper_row")
+    assert ppl.loc["splus", "paper_mean"] == pytest.approx(18.982)

@@ -25,6 +25,7 @@ FULL = {
     ("hessian_sensitivity", None): 4 * 3,  # Fig. 5b/c
     ("bias_correction", None): 2 * 7 * 3,
     ("tune_lr_rho", None): 3,
+    ("gpt2_pretraining", None): 5,  # the authors' repository's GPT-2 table (five configs)
 }
 
 
@@ -129,3 +130,42 @@ def test_diagnostics_switched_on_where_the_table_needs_them():
 def test_bias_correction_arms():
     _, trials = _plan("bias_correction")
     assert {t.config["hessian_bias_correction"] for t in trials} == {"steps", "refreshes"}
+
+
+def test_gpt2_runs_the_official_recipe():
+    _, trials = _plan("gpt2_pretraining")
+    by = {t.variant: t.config for t in trials}
+    assert set(by) == {"adamw", "sam_adamw", "sophia_g", "splus", "sassha"}
+    for cfg in by.values():
+        assert cfg["workload"] == "openwebtext_gpt2_small"
+        assert (cfg["max_steps"], cfg["eval_interval"], cfg["eval_iters"]) == (50000, 1000, 200)
+        # 480 sequences x 1024 tokens per step
+        assert cfg["batch_size"] * cfg["model"].get("block_size", 1024) == 480 * 1024
+        assert cfg["weight_decay_units"] == "optimizer" and cfg["weight_decay_on"] == "matrices"
+        assert cfg["schedule"]["warmup_steps"] == 2000
+        assert cfg["schedule"]["lr_decay_steps"] == 50000
+    assert {v: c["schedule"]["min_lr"] for v, c in by.items()} == {
+        "adamw": 3e-5,
+        "sam_adamw": 3e-5,
+        "sophia_g": 1.5e-5,
+        "splus": 6e-5,
+        "sassha": 1.5e-5,
+    }
+    assert {v: c["grad_clip_norm"] for v, c in by.items()} == {
+        "adamw": 1.0,
+        "sam_adamw": 1.0,
+        "sophia_g": 1.0,
+        "splus": None,
+        "sassha": 1.0,
+    }
+    s = by["sassha"]
+    assert (s["lr"], s["rho"], s["weight_decay"], s["lazy_hessian"]) == (0.3, 0.02, 2e-4, 10)
+    assert s["hessian_power"] == 0.8 and s["hessian_power_schedule"]["warmup_power"] == 1.0
+    assert s["rho_warmup_steps"] == 2000 and by["sam_adamw"]["rho_warmup_steps"] == 2000
+    g = by["sophia_g"]
+    assert (g["lr"], g["weight_decay"], g["clip_threshold"], g["lazy_hessian"]) == (
+        6e-4,
+        0.2,
+        0.05,
+        10,
+    )

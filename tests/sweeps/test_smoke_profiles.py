@@ -37,8 +37,14 @@ def test_smoke_profile_runs(name, profile, tmp_path, capsys):
         result = json.loads((tmp_path / "trials" / t.hash / "result.json").read_text())
         statuses[t.hash] = result["status"]
         if result["status"] == "finished":
-            assert 0.0 <= result["val_acc"] <= 1.0
-            assert result["epochs_completed"] == t.config["epochs"]
+            if "val_acc" in result:
+                assert 0.0 <= result["val_acc"] <= 1.0
+            else:  # a language model
+                assert math.isfinite(result["val_loss"]) and result["val_ppl"] > 1.0
+            if t.config.get("max_steps") is not None:  # step-based: evaluation periods
+                assert result["steps"] == t.config["max_steps"]
+            else:
+                assert result["epochs_completed"] == t.config["epochs"]
             if t.config["diagnostics"]["sharpness"]:
                 # finite, not positive: power iteration returns the eigenvalue of largest
                 # magnitude, negative at a saddle (what No-Abs can converge to)
