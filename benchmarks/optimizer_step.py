@@ -5,6 +5,12 @@ their true rate), after one warm-up period. Ratios are to AdamW measured in the 
 SASSHA floor is 2 x (forward + backward) + (refresh extra) / k + update, each part timed here.
 
     python benchmarks/optimizer_step.py --model resnet20 --batch 64 --device cpu --steps 20
+    python benchmarks/optimizer_step.py --model gpt2_tiny --batch 8 --device cpu \
+        --optimizers adamw,sassha,sophia_g --steps 20
+
+GPT models (``gpt2_small``: GPT-2 small at block 1024; ``gpt2_tiny``: 2 layers, 64 wide, block
+64, vocabulary 2048, for the CPU) train on random tokens; ``--batch`` counts sequences and the
+table adds tokens per second. Sophia-G gets the sampled-label closure its refreshes use.
 """
 
 from __future__ import annotations
@@ -23,12 +29,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sassha.models import cifar_resnet, wide_resnet  # noqa: E402
+from sassha.models.gpt import gpt2_small  # noqa: E402
 from sassha.optim import REGISTRY, build_optimizer, get_spec, hutchinson  # noqa: E402
 
 MODELS: dict[str, Callable[[int], torch.nn.Module]] = {
     "resnet20": lambda n: cifar_resnet(20, n),
     "resnet32": lambda n: cifar_resnet(32, n),
     "wrn28_10": lambda n: wide_resnet(28, 10, n),
+}
+# Language models: GPT-2 small overrides (model.block_size etc. of the GPT-2 workload).
+GPT_MODELS: dict[str, dict] = {
+    "gpt2_small": {},
+    "gpt2_tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64, "vocab_size": 2048},
 }
 
 # Paper-typical values; weight decay is irrelevant to cost but kept on so its ops are counted.
@@ -42,6 +54,8 @@ HPARAMS = {
     "adahessian": dict(lr=0.15),
     "sophia_h": dict(lr=1e-3),
     "shampoo": dict(lr=0.4),
+    "sophia_g": dict(lr=6e-4, lazy_hessian=10, bs=480 * 1024),
+    "splus": dict(lr=0.3),
 }
 
 
@@ -70,17 +84,21 @@ def period(name: str, hparams: dict) -> int:
     return int(spec.resolved(hparams).get("lazy_hessian", 1)) if spec.uses_hessian else 1
 
 
-def bench_optimizer(name, hparams, base_model, closure_for, steps, device):
+def bench_optimizer(name, hparams, base_model, closure_for, steps, device, sampled_for=None):
     model = copy.deepcopy(base_model)
     closure = closure_for(model)
     opt = build_optimizer(name, model.parameters(), model=model, **hparams)
-    k = period(name, hparams)
+    k = int(get_spec(name).resolved(hparams).get("lazy_hessian", 1)) if name == "sophia_g" else 0
+    k = k or period(name, hparams)
     n = max(k, steps // k * k)  # whole periods only
+    extra = {}
+    if getattr(opt, "takes_sampled_closure", False) and sampled_for is not None:
+        extra["sampled_closure"] = sampled_for(model)
     for _ in range(k):  # warm-up: one full period (includes a refresh)
-        opt.step(closure)
+        opt.step(closure, **extra)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    ms = timed(lambda: opt.step(closure), n, device)
+    ms = timed(lambda: opt.step(closure, **extra), n, device)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return {
         "ms_per_step": ms,
@@ -141,7 +159,7 @@ def floor_parts(base_model, closure_for, steps, device, k, hvp_method):
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", choices=list(MODELS), default="resnet20")
+    ap.add_argument("--model", choices=[*MODELS, *GPT_MODELS], default="resnet20")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -175,21 +193,45 @@ def main(argv=None) -> dict:
         ap.error("--clock cpu measures host CPU time; use it with --device cpu")
     CLOCK["name"] = args.clock
     torch.manual_seed(0)
-    base = MODELS[args.model](args.classes).to(device)
-    x = torch.randn(args.batch, 3, 32, 32, device=device)
-    y = torch.randint(0, args.classes, (args.batch,), device=device)
+    lm = args.model in GPT_MODELS
+    if lm:
+        base = gpt2_small(**GPT_MODELS[args.model]).to(device)
+        vocab = base.tok.weight.shape[0]
+        x = torch.randint(0, vocab, (args.batch, base.block_size), device=device)
+        y = x.roll(-1, dims=1)
+    else:
+        base = MODELS[args.model](args.classes).to(device)
+        x = torch.randn(args.batch, 3, 32, 32, device=device)
+        y = torch.randint(0, args.classes, (args.batch,), device=device)
+    tokens = x.numel() if lm else args.batch
+
+    def cast():
+        if args.precision == "bf16":
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def logits_of(model):
+        out = model(x)
+        return out.reshape(-1, out.shape[-1])
 
     def closure_for(model):
         def closure():
-            if args.precision == "bf16":
-                cast = torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-            else:
-                cast = contextlib.nullcontext()
-            with cast:
-                loss = torch.nn.functional.cross_entropy(model(x), y)
+            with cast():
+                loss = torch.nn.functional.cross_entropy(logits_of(model), y.reshape(-1))
             return loss.float()
 
         return closure
+
+    def sampled_for(model):
+        def sampled():  # labels from the model's softmax (Sophia-G's estimator)
+            with cast():
+                logits = logits_of(model)
+                with torch.no_grad():
+                    labels = torch.distributions.Categorical(logits=logits.float()).sample()
+                loss = torch.nn.functional.cross_entropy(logits, labels)
+            return loss.float()
+
+        return sampled
 
     names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
     if "adamw" not in names:
@@ -201,7 +243,8 @@ def main(argv=None) -> dict:
             hp["lazy_hessian"] = args.lazy_hessian
         if get_spec(name).uses_hessian:
             hp["hvp_method"] = args.hvp_method
-        rows[name] = bench_optimizer(name, hp, base, closure_for, args.steps, device)
+        rows[name] = bench_optimizer(name, hp, base, closure_for, args.steps, device, sampled_for)
+        rows[name]["tokens_per_s"] = tokens / (rows[name]["ms_per_step"] / 1e3)
         rows[name]["hparams"] = hp
         print(f"  {name}: {rows[name]['ms_per_step']:.1f} ms/step", file=sys.stderr, flush=True)
     for r in rows.values():
@@ -217,12 +260,13 @@ def main(argv=None) -> dict:
         f"k={args.lazy_hessian}, hvp {args.hvp_method}, {args.precision}, {args.clock} clock, "
         f"torch {torch.__version__}"
     )
-    print(f"{'optimizer':<12}{'ms/step':>10}{'/AdamW':>9}{'BP/step':>9}{'peak MiB':>10}")
+    unit = "tokens/s" if lm else "examples/s"
+    print(f"{'optimizer':<12}{'ms/step':>10}{'/AdamW':>9}{'BP/step':>9}{'peak MiB':>10}{unit:>12}")
     for name, r in rows.items():
         peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-"
         print(
             f"{name:<12}{r['ms_per_step']:>10.1f}{r['ratio_to_adamw']:>8.2f}x"
-            f"{r['backward_passes']:>9.2f}{peak:>10}"
+            f"{r['backward_passes']:>9.2f}{peak:>10}{r['tokens_per_s']:>12.0f}"
         )
     print(
         f"SASSHA floor: 2 x fwd+bwd {floor['fwd_bwd_ms']:.1f} + refresh extra "
