@@ -386,6 +386,13 @@ class MSASSHA(_SasshaFamily):
     steps, the Hutchinson estimate is taken at the same point. The first step (``m = 0``) is not
     perturbed. That single pass is the only forward of the step, so it updates BatchNorm running
     statistics. ``step`` returns the loss it evaluated (at ``x + e``).
+
+    ``hessian_power`` has two readings, and which one produced the paper's M-SASSHA numbers
+    cannot be known: Appendix B and Algorithm 1 state the square root (0.5, this class's
+    default), while the authors' published M-SASSHA class defaults to ``hessian_power=1`` (no
+    square root) and no official config overrides it (that class does not run as published).
+    Both readings match the authors' code on small networks (the ``msassha_sqrt`` and
+    ``msassha_power1`` golden runs); a spec should set the power explicitly.
     """
 
     _name = "MSASSHA"

@@ -57,3 +57,10 @@ def test_shampoo_tolerance_still_separates_rules(overrides):
 
 def test_shampoo_per_tensor_path():
     _check(run_named("shampoo", "official"), foreach=False)
+
+
+def test_msassha_power_readings_really_differ():
+    """Each M-SASSHA golden run pins its power: the other reading misses it by far."""
+    for run_id, other in (("msassha_sqrt", 1.0), ("msassha_power1", 0.5)):
+        per_step, _ = step_errors(run_named(run_id, "official"), hessian_power=other)
+        assert max(per_step) > 1e-3, run_id
