@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import FakeTrial, log_sweep
 from scipy import stats
 
 from analysis import claims as C
@@ -310,7 +311,6 @@ claims:
 
 
 def test_report_prints_verdicts_first_when_contradicted_and_logs_them(store, tmp_path, capsys):
-    from conftest import FakeTrial, log_sweep
     from mlflow.tracking import MlflowClient
 
     from runners.plan import plan
