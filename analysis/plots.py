@@ -87,6 +87,14 @@ def _diverged_lines(ax, curve: pd.DataFrame, hashes, color, scale=1.0) -> int:
     return n
 
 
+def _x_label(data: SweepData) -> str:
+    """Step-based trials (``max_steps`` set) log at optimizer steps, the others at epochs."""
+    col = data.runs.get("params.max_steps")
+    if col is not None and col.map(lambda v: v not in (None, "None", "") and v == v).any():
+        return "step"
+    return "epoch"
+
+
 def _curves_panel(ax, data: SweepData, metric: str, by: Sequence[str], *, logy=False) -> bool:
     curve = data.curve(metric)
     if curve.empty:
@@ -106,7 +114,7 @@ def _curves_panel(ax, data: SweepData, metric: str, by: Sequence[str], *, logy=F
         if n_div:
             ax.plot([], [], color=_color(i), lw=0.8, ls="--", label=f"{label}: {n_div} diverged")
             drawn = True
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(_x_label(data))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric_label(metric))
     if logy and (curve.to_numpy(dtype=float) > 0).all():
@@ -260,7 +268,7 @@ def plot_preconditioner(
         if (q["precond_q05"] > 0).all():
             ax.set_yscale("log")
         ax.set_title(f"{group_label(key)} (n={len(hashes)})", fontsize=9)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(_x_label(data))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for row in grid:

@@ -253,3 +253,14 @@ def test_gpt2_table_beside_ours(store, tmp_path):
     assert loss.loc["adamw", "paper_mean"] == pytest.approx(2.9622)
     ppl = gpt2[gpt2.metric == "val_ppl"].set_index("paper_row")
     assert ppl.loc["splus", "paper_mean"] == pytest.approx(18.982)
+
+
+def test_step_based_sweeps_plot_against_steps(store):
+    from analysis.plots import _x_label
+
+    steps = [FakeTrial("a", 0, params={"max_steps": 2000}, history={"val_loss": [3.0, 2.9]})]
+    log_sweep(store, "by_steps", steps)
+    assert _x_label(load_sweep("by_steps", store)) == "step"
+    epochs = [FakeTrial("a", 0, params={"max_steps": None}, history={"val_loss": [3.0, 2.9]})]
+    log_sweep(store, "by_epochs", epochs)
+    assert _x_label(load_sweep("by_epochs", store)) == "epoch"
