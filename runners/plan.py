@@ -507,6 +507,9 @@ def _apply_budget(spec: Spec, rows: list[dict[str, Any]]) -> None:
                 row["partial"]["epochs"] = rule.epochs
             row["budget"] = {"rule": "wall_clock", "seconds": float(rule.seconds)}
         return
+    if rule.steps is not None:
+        _apply_step_budget(spec, rule, rows)
+        return
     # backward_passes: each trial's total passes = the reference variant's at `rule.epochs`.
     ref_rows = [r for r in rows if r["variant"] == rule.reference]
     ref_costs = set()
@@ -544,6 +547,50 @@ def _apply_budget(spec: Spec, rows: list[dict[str, Any]]) -> None:
             "exact_epochs": exact,
             "epochs": epochs,
             "rounding": (epochs - exact) / exact,
+        }
+
+
+def _apply_step_budget(spec: Spec, rule, rows: list[dict[str, Any]]) -> None:
+    """Equal backward passes for step-based trials: each trial's max_steps such that its passes
+    (rho warm-up steps at their own cost) equal the reference variant's at ``rule.steps``."""
+    for row in rows:
+        if row["config"].get("max_steps") is None:
+            raise spec.error(
+                ("budget", "steps"),
+                f"variant {row['variant']} is not step-based: set max_steps in base or use "
+                "budget.epochs",
+                got=rule.steps,
+            )
+    targets = {
+        round(step_based_passes(dict(r["config"], max_steps=rule.steps)), 9)
+        for r in rows
+        if r["variant"] == rule.reference
+    }
+    if len(targets) != 1:
+        raise spec.error(
+            ("budget", "reference"),
+            "the reference variant expands to trials of different cost per step; "
+            "pick a variant with one cost",
+            got=rule.reference,
+        )
+    target = targets.pop()
+    for row in rows:
+        cfg = row["config"]
+        # passes(s) = w * warm + (s - w) * pps for s >= w rho warm-up steps
+        w = int(cfg.get("rho_warmup_steps") or 0)
+        warm = step_based_passes(dict(cfg, max_steps=w)) if w else 0.0
+        pps = passes_per_step(cfg)
+        exact = w + (target - warm) / pps if target >= warm else target / max(warm / w, 1e-12)
+        steps = max(1, round(exact))
+        row["partial"]["max_steps"] = steps
+        row["budget"] = {
+            "rule": "backward_passes",
+            "reference": rule.reference,
+            "target": target,
+            "unit": "backward passes",
+            "exact_steps": exact,
+            "steps": steps,
+            "rounding": (steps - exact) / exact,
         }
 
 

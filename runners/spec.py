@@ -96,6 +96,8 @@ class BudgetModel(_Strict):
     equal: Literal["epochs", "backward_passes", "wall_clock"]
     reference: str | None = None
     epochs: int | None = Field(default=None, ge=1)
+    # backward_passes of step-based trials: the reference variant's passes at this many steps
+    steps: int | None = Field(default=None, ge=1)
     seconds: float | None = Field(default=None, gt=0)
 
 
@@ -211,6 +213,7 @@ class Budget:
     reference: str | None = None
     epochs: int | None = None
     seconds: float | None = None
+    steps: int | None = None
 
 
 @dataclass
@@ -645,10 +648,17 @@ def load_spec(path: str | Path, profile: str | None = None) -> Spec:
     budget = None
     if model.budget is not None:
         b = model.budget
-        budget = Budget(b.equal, b.reference, b.epochs, b.seconds)
+        budget = Budget(b.equal, b.reference, b.epochs, b.seconds, b.steps)
         if b.equal == "wall_clock" and b.seconds is None:
             raise SpecError(*raw.key_pos("budget"), "budget.seconds", "required for wall_clock")
-        if b.equal in ("epochs", "backward_passes") and b.epochs is None:
+        if b.steps is not None and (b.equal != "backward_passes" or b.epochs is not None):
+            raise SpecError(
+                *raw.key_pos("budget"),
+                "budget.steps",
+                "only for equal: backward_passes of step-based trials, instead of epochs",
+                got=b.steps,
+            )
+        if b.equal in ("epochs", "backward_passes") and b.epochs is None and b.steps is None:
             raise SpecError(*raw.key_pos("budget"), "budget.epochs", f"required for {b.equal}")
         if b.equal == "backward_passes" and b.reference is None:
             raise SpecError(
