@@ -325,13 +325,19 @@ class ClaimError(ValueError):
 
 
 def _side(frame: pd.DataFrame, variant: str, where: Mapping[str, Any]) -> pd.DataFrame:
+    """The trials of ``variant`` that satisfy ``where``. A condition on a key this variant's
+    trials do not have (``lazy_hessian`` for SGD) does not apply to it."""
     sel = frame["variant"] == variant
     for axis, cond in where.items():
         col = f"params.{axis}"
-        if col not in frame:
-            return frame.iloc[0:0]
+        if col not in frame or frame.loc[sel, col].map(_missing).all():
+            continue
         sel &= frame[col].map(lambda v, c=cond: matches(v, c))
     return frame[sel]
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def _cells(rows: pd.DataFrame, axes: Sequence[str]) -> list[tuple]:
@@ -483,9 +489,7 @@ def expand(claim: ClaimSpec, frame: pd.DataFrame) -> list[ClaimSpec]:
     for combo in combos:
         where = {**claim.where, **dict(zip(claim.for_each, combo))}
         label = ",".join(f"{a}={_show(c)}" for a, c in zip(claim.for_each, combo))
-        published = claim.published
-        if isinstance(published, Mapping) and len(combo) == 1 and combo[0] in published:
-            published = published[combo[0]]  # published values per for_each value
+        published = _published_for(claim, combo)
         out.append(
             ClaimSpec(
                 **{
@@ -498,6 +502,19 @@ def expand(claim: ClaimSpec, frame: pd.DataFrame) -> list[ClaimSpec]:
             )
         )
     return out
+
+
+def _published_for(claim: ClaimSpec, combo: tuple) -> Any:
+    """The published values of one for_each combination: ``published`` is either per side
+    (keyed by variant) or keyed by the for_each values, nested in for_each order."""
+    node = claim.published
+    if not isinstance(node, Mapping) or set(node) <= set(claim.variants):
+        return node
+    for value in combo:
+        if not isinstance(node, Mapping) or value not in node:
+            return None
+        node = node[value]
+    return node
 
 
 def evaluate(
@@ -567,10 +584,24 @@ def table(verdicts: Sequence[Verdict]) -> pd.DataFrame:
                 "n per side": v.n_text(),
                 "verdict": v.verdict,
                 "seeds for 80% power": _seeds_text(v),
+                "paper": _published_text(v.published),
                 "note": v.note,
             }
         )
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if not out.empty and not out["paper"].any():
+        out = out.drop(columns="paper")
+    return out
+
+
+def _published_text(published: Any) -> str:
+    if published is None:
+        return ""
+    if isinstance(published, Mapping):
+        return ", ".join(f"{k} {_published_text(v)}" for k, v in published.items())
+    if isinstance(published, list | tuple):  # [mean, std]
+        return " ± ".join(_show(x) for x in published if x is not None)
+    return _show(published)
 
 
 def headline(verdicts: Sequence[Verdict]) -> str:
@@ -597,7 +628,8 @@ def to_markdown(verdicts: Sequence[Verdict], alpha: float = ALPHA) -> str:
         f"alpha = {alpha:g})\n\n{headline(verdicts)}\n\n" + head + body + "\n"
         "Effect: a − b in the metric's units (band: the largest deviation from the reference, "
         "90% CI; rate: difference of divergence rates). Seeds for 80% power: per side, at the "
-        "observed effect and spread, nominal alpha.\n"
+        "observed effect and spread, at nominal alpha (Holm over several claims asks for more). "
+        "Paper: the published values, for scale (other data and models).\n"
     )
 
 

@@ -14,6 +14,8 @@ from typing import Any
 from runners.spec import Spec, SpecError
 
 RATE_METRIC = "diverged"
+# Per-epoch diagnostics that sassha.trial logs under their own names when switched on.
+PER_EPOCH_DIAGNOSTICS = ("hessian_sensitivity", "hessian_difference")
 _NEEDS = {
     "greater": ("b",),
     "less": ("b",),
@@ -98,18 +100,27 @@ def _default_metric(trials: list) -> str:
     return "val_ppl" if "val_ppl" in logged else "val_acc"
 
 
-def _metrics(trials: list) -> set[str]:
-    """Metrics every one of ``trials`` logs; the end-of-training sharpness measures only with
-    ``diagnostics: {sharpness: true}``."""
+def _logged(trial) -> set[str]:
+    """What one trial logs: its workload's metrics, the end-of-training sharpness measures only
+    with ``diagnostics: {sharpness: true}``, the per-epoch diagnostics that are switched on."""
     from sassha.workload_info import SUMMARY_METRICS, metrics
 
-    common: set[str] | None = None
+    names = set(metrics(trial.config["workload"]))
+    diag = trial.config.get("diagnostics") or {}
+    if not diag.get("sharpness"):
+        names -= set(SUMMARY_METRICS)
+    names |= {k for k in PER_EPOCH_DIAGNOSTICS if diag.get(k)}
+    return names
+
+
+def _metrics(trials: list) -> set[str]:
+    """Metrics that some trial of every variant among ``trials`` logs (a GLUE sweep's val_acc is
+    logged by the tasks that have accuracy: the others give "not enough runs")."""
+    per_variant: dict[str, set[str]] = {}
     for t in trials:
-        names = set(metrics(t.config["workload"]))
-        if not (t.config.get("diagnostics") or {}).get("sharpness"):
-            names -= set(SUMMARY_METRICS)
-        common = names if common is None else common & names
-    return common or set()
+        per_variant.setdefault(t.variant, set()).update(_logged(t))
+    sets = list(per_variant.values())
+    return set.intersection(*sets) if sets else set()
 
 
 def _value(trial, key: str) -> Any:
@@ -134,20 +145,26 @@ def _check_axes(spec: Spec, i: int, claim: dict, sides: list[str], trials: list)
 
     keys = sorted({k for t in trials for k in t.axes} | {k for t in trials for k in t.config})
     for key, cond in (claim.get("where") or {}).items():
+        # A key applies to the sides whose trials have it (lazy_hessian: not to SGD).
+        having = 0
         for side in sides:
             values = [_value(t, key) for t in trials if t.variant == side]
             values = [v for v in values if v is not _MISSING]
             if not values:
-                raise err(("where", key), f"not a key of {side}'s trials", allowed=keys)
+                continue
+            having += 1
             if isinstance(cond, str) and cond.lstrip()[:1] in "<>=!" and not parse_condition(cond):
                 raise err(("where", key), "a comparison is an operator and a number", got=cond)
             if not any(matches(v, cond) for v in values):
                 shown = sorted({str(v) for v in values})
                 raise err(("where", key), f"no trial of {side} has it", got=cond, allowed=shown)
+        if not having:
+            raise err(("where", key), "not a key of these variants' trials", allowed=keys)
     axes = sorted({k for t in trials for k in t.axes})
     for_each = claim.get("for_each") or []
     for key in [for_each] if isinstance(for_each, str) else for_each:
-        if key not in axes:
+        # A key with one value (a smoke profile's single workload) gives one verdict.
+        if key not in axes and not any(_value(t, key) is not _MISSING for t in trials):
             raise err(("for_each",), "not a swept axis of these variants", got=key, allowed=axes)
     if claim["kind"] == "band":
         axis = claim["axis"]

@@ -151,7 +151,7 @@ class ClaimModel(_Strict):
     tolerance: float | None = Field(default=None, gt=0)
     reference: Any = None
     direction: Literal["decreasing", "increasing"] = "decreasing"
-    published: dict[str, Any] | None = None
+    published: dict[Any, Any] | None = None  # the paper's values: per side, or per for_each value
 
 
 class SpecModel(_Strict):

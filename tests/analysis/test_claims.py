@@ -278,13 +278,15 @@ def test_for_each_gives_one_verdict_per_value_and_where_filters():
 
 def test_files_and_markdown(tmp_path):
     f = frame({("sassha", None): noisy(0.8), ("sgd", None): noisy(0.9, seed=1)})
-    verdicts = C.evaluate([{**GREATER, "source": "Table 5"}], f)
+    published = {"sassha": [61.97, 0.27], "sgd": [55.78, 0.55]}
+    verdicts = C.evaluate([{**GREATER, "source": "Table 5", "published": published}], f)
     paths = C.write(verdicts, tmp_path)
     assert [p.name for p in paths] == ["claims.md", "claims.csv", "claims.json"]
     md = (tmp_path / "claims.md").read_text()
     assert "CONTRADICTED: g" in md and "Table 5" in md
     csv = pd.read_csv(tmp_path / "claims.csv")
     assert csv.loc[0, "verdict"] == "contradicted"
+    assert csv.loc[0, "paper"] == "sassha 61.97 ± 0.27, sgd 55.78 ± 0.55"
     import json
 
     row = json.loads((tmp_path / "claims.json").read_text())[0]
@@ -354,3 +356,13 @@ def test_report_prints_verdicts_first_when_contradicted_and_logs_them(store, tmp
     assert run_report(spec_path, out=out, seeds_for_claims=True) == 0
     sized = capsys.readouterr().out
     assert "A full sweep needs 2 seeds per side (`seeds: 2`): 4 trials instead of 8." in sized
+
+
+def test_a_where_key_applies_to_the_variants_that_have_it():
+    cells = {("sassha", k): noisy(0.9 if k == 10 else 0.5, seed=k) for k in (1, 10)}
+    cells[("sgd", None)] = noisy(0.8, seed=3)
+    f = frame(cells, "lazy_hessian")
+    (v,) = C.evaluate([{**GREATER, "where": {"lazy_hessian": 10}}], f, ["lazy_hessian"])
+    assert v.verdict == "supported" and v.n == {"sassha": 6, "sgd": 6}
+    (v,) = C.evaluate([{**GREATER, "where": {"lazy_hessian": 1}}], f, ["lazy_hessian"])
+    assert v.verdict == "contradicted"

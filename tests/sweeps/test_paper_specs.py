@@ -26,6 +26,20 @@ FULL = {
     ("bias_correction", None): 2 * 7 * 3,
     ("tune_lr_rho", None): 3,
     ("gpt2_pretraining", None): 5,  # the authors' repository's GPT-2 table (five configs)
+    ("claims_cpu", None): (6 * 2 + 2) * 5,  # digits: 6 variants x 2 noise levels + 2 k values
+}
+# The specs of a paper table or figure, and what their claims must cite.
+CITED = {
+    "sharpness": ("Table 1", "Table 7", "Tables 1, 7"),
+    "image_classification": ("Table 2",),
+    "language_pretraining": ("Table 3",),
+    "glue": ("Table 4",),
+    "label_noise": ("Table 5",),
+    "sam_vs_sassha": ("Table 6", "Table 14", "Tables 6, 14"),
+    "sqrt_ablation": ("Figure 4",),
+    "lazy_hessian": ("Figure 5a",),
+    "hessian_sensitivity": ("Figure 5b", "Figure 5c"),
+    "abs_ablation": ("Appendix G.1",),
 }
 
 
@@ -169,3 +183,29 @@ def test_gpt2_runs_the_official_recipe():
         0.05,
         10,
     )
+
+
+@pytest.mark.parametrize("name", sorted(CITED))
+def test_paper_specs_state_their_claims(name):
+    spec, _ = _plan(name)
+    assert spec.claims, f"{name} states no claims"
+    for claim in spec.claims:
+        assert any(c in (claim["source"] or "") for c in CITED[name]), claim
+    smoke = load_spec(SWEEPS / f"{name}.yaml", "smoke")
+    plan(smoke)  # the claims validate against the smoke plan too (or the profile drops them)
+
+
+def test_published_values_in_claims_are_the_papers():
+    """Spot checks against published_results.yaml (Tables 1, 3, 5)."""
+    claims = {c["id"]: c for c in load_spec(SWEEPS / "sharpness.yaml").claims}
+    assert claims["flatter_than_sophia_h"]["published"]["cifar100_resnet32"] == {
+        "sassha": 107,
+        "sophia_h": 22797,
+    }
+    claims = {c["id"]: c for c in load_spec(SWEEPS / "label_noise.yaml").claims}
+    assert claims["robust_vs_sgd"]["published"]["cifar100_resnet32"][0.4] == {
+        "sassha": 61.97,
+        "sgd": 55.78,
+    }
+    claims = {c["id"]: c for c in load_spec(SWEEPS / "language_pretraining.yaml").claims}
+    assert claims["lower_ppl_than_adamw"]["published"] == {"sassha": 122.40, "adamw": 175.06}
