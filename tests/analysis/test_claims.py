@@ -366,3 +366,11 @@ def test_a_where_key_applies_to_the_variants_that_have_it():
     assert v.verdict == "supported" and v.n == {"sassha": 6, "sgd": 6}
     (v,) = C.evaluate([{**GREATER, "where": {"lazy_hessian": 1}}], f, ["lazy_hessian"])
     assert v.verdict == "contradicted"
+
+
+def test_for_each_skips_values_a_side_never_ran():
+    cells = {("sassha", w): noisy(0.9, seed=i) for i, w in enumerate(("cifar", "imagenet"))}
+    cells[("shampoo", "cifar")] = noisy(0.8, seed=5)
+    f = frame(cells, "workload")
+    claim = {**GREATER, "b": "shampoo", "for_each": "workload"}
+    assert [v.id for v in C.evaluate([claim], f, ["workload"])] == ["g[workload=cifar]"]
