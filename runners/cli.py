@@ -62,21 +62,6 @@ def _workdir(spec, args) -> Path:
     return workdir_for(spec.sweep_name, getattr(args, "workdir", None))
 
 
-def _tracking_uri(spec, cli_uri: str | None) -> str | None:
-    """CLI > ``MLFLOW_TRACKING_URI`` > the spec's ``tracking.uri`` > ``sqlite:///./mlflow.db``."""
-    from runners.tracking import default_tracking_uri
-
-    uri = cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.get("uri")
-    if uri is None:
-        return default_tracking_uri()
-    if uri.lower() == "none":
-        return None
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        # A relative SQLite path means the same file for every worker, wherever it starts.
-        uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
-    return uri
-
-
 def _check_reachable(uri: str) -> None:
     from runners.tracking import TrackingUnreachable, check_reachable
 
@@ -138,7 +123,7 @@ def cmd_plan(args) -> int:
         rows = [
             {
                 **t.to_json(),
-                "done": states[t.hash].state in ("done", "diverged"),
+                "ended": states[t.hash].state in ("finished", "diverged"),
                 "state": states[t.hash].state,
             }
             for t in trials
@@ -149,7 +134,7 @@ def cmd_plan(args) -> int:
 
     con = _console()
     table = Table(title=f"{spec.sweep_name}: {len(trials)} trials", title_justify="left")
-    cols = ("#", "variant", "axes", "seed", "epochs", "passes/step", "official", "hash", "done")
+    cols = ("#", "variant", "axes", "seed", "epochs", "passes/step", "official", "hash", "state")
     for col in cols:
         table.add_column(col, justify="right" if col in ("#", "seed", "epochs") else "left")
     total, units = 0.0, set()
@@ -172,10 +157,10 @@ def cmd_plan(args) -> int:
             f"{passes_per_step(t.config):.3g}",
             _official_text(t),
             t.hash,
-            {"done": "yes", "diverged": "diverged"}.get(st, "no" if st == "pending" else st),
+            st,
         )
     con.print(table)
-    done = sum(states[t.hash].state in ("done", "diverged") for t in trials)
+    ended = sum(states[t.hash].state in ("finished", "diverged") for t in trials)
     unit = units.pop() if len(units) == 1 else "epoch-passes"
     if unit == "epoch-passes" and "backward passes" in units:
         total = sum(t.config["epochs"] * passes_per_step(t.config) for t in trials)
@@ -186,7 +171,7 @@ def cmd_plan(args) -> int:
     )
     if all(t.config.get("max_steps") is not None for t in trials):
         how = "max_steps x backward passes/step, rho warm-up steps at rho = 0"
-    con.print(f"{len(trials)} trials ({done} done, {len(trials) - done} to run)")
+    con.print(f"{len(trials)} trials ({ended} ended, {len(trials) - ended} to run)")
     con.print(f"budget: {total:,.0f} {unit} ({how}; one Hessian-vector product = one pass)")
     if spec.budget is not None:
         b = spec.budget
@@ -349,7 +334,7 @@ class _Display:
     def _describe(self, running: int) -> str:
         c = self.counts
         return (
-            f"done {c['finished']} diverged {c['diverged']} failed {c['failed']} "
+            f"finished {c['finished']} diverged {c['diverged']} failed {c['failed']} "
             f"running {running} of {len(self.jobs)}"
         )
 
@@ -413,153 +398,97 @@ class _Display:
 
 
 def cmd_run(args) -> int:
-    from runners.backends import get_backend
-    from runners.state import trial_dir
+    from runners import sweep
+    from runners.tracking import resolve_tracking_uri
 
     spec, trials = _load(args)
     workdir = _workdir(spec, args)
     name, options = _backend_options(spec, args)
     if args.jobs is not None and name == "local":
         options["jobs"] = args.jobs
-    # Backend files live beside the trials, so they sit on the storage every worker reaches.
-    if name == "submitit":
-        options.setdefault("folder", str(Path(workdir) / "submitit"))
-    elif name == "ray":
-        options.setdefault("storage_path", str(Path(workdir).resolve() / "ray"))
     states = _states(trials, workdir)
     _write_plan(workdir, spec, trials)
     metric = _metric(spec, trials)["name"]
-    counts = Counter(s.state for s in states.values())
-    todo = [
-        t
-        for t in trials
-        if states[t.hash].state == "pending"
-        or (args.retry_failed and states[t.hash].state == "failed")
-    ]
+    todo = sweep.to_run(trials, states, args.retry_failed)
     out = _console()
-    uri = None if args.no_tracking else _tracking_uri(spec, args.tracking_uri)
-    if counts["running"]:
+    uri = None if args.no_tracking else resolve_tracking_uri(spec, args.tracking_uri)
+    if any(s.state == "running" for s in states.values()):
         out.print(_held_line(states, len(todo)))
     if not todo:
-        failed = counts["failed"]
-        note = "; rerun failed ones with --retry-failed" if failed else ""
-        out.print(
-            f"Nothing to run: all {len(trials)} trials of {spec.sweep_name} have ended "
-            f"({counts['done']} finished, {counts['diverged']} diverged, {failed} failed{note})."
-            if not counts["running"]
-            else f"Nothing to run here: {counts['running']} trials of {spec.sweep_name} are "
-            "running in other processes, the others have ended."
-        )
-        if uri is not None and not counts["running"]:
-            _end_parent(uri, spec, workdir, states, "failed" if failed else "finished")
-        return EXIT_FAILED if failed else EXIT_OK
+        return _nothing_to_run(out, spec, trials, states, uri, workdir)
     try:
-        backend = get_backend(name, **options)
+        backend, options = sweep.make_backend(name, options, workdir)
     except (TypeError, ValueError, ImportError) as exc:
         raise UsageError(f"sweep: backend {name}: {exc}") from None
-
-    if uri is not None:
-        _check_reachable(uri)
-    parent_id = None
-    tags_common: dict[str, Any] = {"sweep": spec.sweep_name, "sweep_role": "trial"}
-    if spec.profile:
-        tags_common["profile"] = spec.profile
-    if uri is not None:
-        from runners.lease import locked
-        from runners.tracking import end_stale_runs, ensure_parent_run, git_sha
-
-        sha = git_sha()
-        tags_common["git_sha"] = sha
-        try:
-            # One parent run however many processes start this sweep at once.
-            with locked(workdir):
-                _, parent_id = ensure_parent_run(
-                    uri,
-                    spec.experiment,
-                    spec.sweep_name,
-                    tags={
-                        "spec_path": str(Path(spec.path).resolve()),
-                        "profile": spec.profile,
-                        "git_sha": sha,
-                        "metric": metric,
-                    },
-                )
-                stale = end_stale_runs(uri, parent_id, _run_status(states))
-            if stale:
-                out.print(
-                    f"{len(stale)} MLflow runs left RUNNING by a process that died were marked "
-                    "KILLED; their trials run again"
-                )
-        except Exception as exc:
-            text = " ".join(str(exc).split())[:300]
-            raise UsageError(f"sweep: tracking store {uri} unusable: {text}") from None
-    jobs = []
-    for t in todo:
-        tags = {
-            **tags_common,
-            "variant": t.variant,
-            "seed": t.seed,
-            "workload": t.config.get("workload"),
-            "optimizer": t.config.get("optimizer"),
-            "axes": ",".join(t.axes),
-        }
-        if t.budget and "exact_epochs" in t.budget:
-            tags["budget_exact_epochs"] = f"{t.budget['exact_epochs']:.4f}"
-        run_name = "-".join(
-            [
-                t.variant,
-                *(f"{k}{_axes_text({k: v})[len(k) + 1 :]}" for k, v in t.axes.items()),
-                f"s{t.seed}",
-            ]
-        )
-        jobs.append(
-            {
-                "hash": t.hash,
-                "config": t.config,
-                "trial_dir": str(trial_dir(workdir, t.hash).resolve()),
-                "variant": t.variant,
-                "seed": t.seed,
-                "axes": t.axes,
-                "retry_failed": bool(args.retry_failed),
-                "tracking": None
-                if uri is None
-                else {
-                    "uri": uri,
-                    "experiment": spec.experiment,
-                    "parent_run_id": parent_id,
-                    "tags": tags,
-                    "run_name": run_name,
-                },
-            }
-        )
-    skipped = len(trials) - len(todo)
+    parent = _open_parent_run(out, spec, uri, workdir, states, metric) if uri else None
+    jobs = sweep.make_jobs(todo, workdir, parent, args.retry_failed)
     out.print(
         f"{spec.sweep_name}: running {len(jobs)} of {len(trials)} trials "
-        f"({skipped} already ended) on {name} {options or ''}; workdir {workdir}"
+        f"({len(trials) - len(todo)} already ended) on {name} {options or ''}; workdir {workdir}"
         + (f"; MLflow {uri} experiment {spec.experiment}" if uri else "")
     )
     start = time.time()
-    display = _Display(jobs, metric)
-    interrupted = False
-    try:
-        with display:
-            backend.run(jobs, display.on_result)
-    except KeyboardInterrupt:
-        interrupted = True
+    display = _Display([j.payload() for j in jobs], metric)
+    with display:
+        interrupted = sweep.run_sweep(backend, jobs, display.on_result)
     final = _states(trials, workdir)
-    fc = Counter(s.state for s in final.values())
-    if uri is not None and parent_id is not None and (interrupted or not fc["running"]):
-        from runners.tracking import finish_run
-
+    counts = Counter(s.state for s in final.values())
+    if parent is not None and (interrupted or not counts["running"]):
         # The last process to finish a shared sweep ends its parent run.
-        status = "killed" if interrupted else ("failed" if fc["failed"] else "finished")
-        try:
-            finish_run(uri, parent_id, status)
-        except Exception:
-            pass
-    elapsed = time.time() - start
+        _finish_parent(parent, sweep.end_status(counts, interrupted))
+    return _report_run(out, spec, trials, final, display, interrupted, time.time() - start)
+
+
+def _nothing_to_run(out, spec, trials, states, uri, workdir) -> int:
+    counts = Counter(s.state for s in states.values())
+    failed = counts["failed"]
+    if counts["running"]:
+        out.print(
+            f"Nothing to run here: {counts['running']} trials of {spec.sweep_name} are "
+            "running in other processes, the others have ended."
+        )
+    else:
+        note = "; rerun failed ones with --retry-failed" if failed else ""
+        out.print(
+            f"Nothing to run: all {len(trials)} trials of {spec.sweep_name} have ended "
+            f"({counts['finished']} finished, {counts['diverged']} diverged, "
+            f"{failed} failed{note})."
+        )
+        if uri is not None:
+            _end_parent(uri, spec, workdir, states, "failed" if failed else "finished")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _open_parent_run(out, spec, uri: str, workdir: Path, states, metric: str):
+    from runners import sweep
+
+    _check_reachable(uri)
+    try:
+        parent = sweep.open_parent_run(spec, uri, workdir, states, metric)
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:300]
+        raise UsageError(f"sweep: tracking store {uri} unusable: {text}") from None
+    if parent.stale:
+        out.print(
+            f"{parent.stale} MLflow runs left RUNNING by a process that died were marked "
+            "KILLED; their trials run again"
+        )
+    return parent
+
+
+def _finish_parent(parent, status: str) -> None:
+    from runners.tracking import finish_run
+
+    try:
+        finish_run(parent.uri, parent.run_id, status)
+    except Exception as exc:  # the trials' outcome stands; say why the store was not updated
+        print(f"sweep: could not end the parent run in {parent.uri}: {exc}", file=sys.stderr)
+
+
+def _report_run(out, spec, trials, final, display, interrupted: bool, elapsed: float) -> int:
+    fc = Counter(s.state for s in final.values())
     out.print(
-        f"{spec.sweep_name}: {fc['done']} finished, {fc['diverged']} diverged, "
+        f"{spec.sweep_name}: {fc['finished']} finished, {fc['diverged']} diverged, "
         f"{fc['failed']} failed, {fc['pending'] + fc['running']} not ended, of {len(trials)} "
         f"trials ({elapsed:.1f}s)"
     )
@@ -575,12 +504,6 @@ def cmd_run(args) -> int:
         out.print("Interrupted: run the same command again to resume from the last checkpoints.")
         return EXIT_INTERRUPTED
     return EXIT_FAILED if fc["failed"] or fc["pending"] else EXIT_OK
-
-
-def _run_status(states) -> dict[str, str]:
-    """Trial hash -> how its MLflow run should stand (see ``tracking.end_stale_runs``)."""
-    names = {"done": "finished", "diverged": "diverged", "failed": "failed"}
-    return {h: names.get(st.state, st.state) for h, st in states.items()}
 
 
 def _held_line(states, taking: int | None) -> str:
@@ -601,6 +524,7 @@ def _held_line(states, taking: int | None) -> str:
 
 def _end_parent(uri: str, spec, workdir: Path, states, status: str) -> None:
     """End a parent run left RUNNING (and its stale children) when nothing is left to run."""
+    from runners import sweep
     from runners.lease import locked
     from runners.tracking import end_stale_runs, find_parent_run, finish_run
 
@@ -608,7 +532,7 @@ def _end_parent(uri: str, spec, workdir: Path, states, status: str) -> None:
         with locked(workdir):
             parent_id = find_parent_run(uri, spec.experiment, spec.sweep_name)
             if parent_id is not None:
-                end_stale_runs(uri, parent_id, _run_status(states))
+                end_stale_runs(uri, parent_id, sweep.run_status(states))
                 finish_run(uri, parent_id, status)
     except Exception as exc:  # the trials' outcome stands; say why the store was not updated
         print(f"sweep: could not end the parent run in {uri}: {exc}", file=sys.stderr)

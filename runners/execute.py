@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import math
 import re
 import time
 import traceback
@@ -20,6 +19,7 @@ from typing import Any
 
 from runners.lease import LEASE_FILE, Lease, describe
 from runners.tracking import _atomic_write
+from sassha.tracking import json_safe
 
 # Per-trial-unique or machine-specific values are not MLflow params (they would make every
 # run's params differ and hide the ones that matter in comparisons).
@@ -30,24 +30,8 @@ PROGRESS_FILE = "progress.json"
 CONFIG_FILE = "config.json"
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    try:
-        f = float(value)  # numpy / torch scalars
-        return f if math.isfinite(f) else str(f)
-    except (TypeError, ValueError):
-        return str(value)
-
-
 def write_json(path: Path, data: Any) -> None:
-    _atomic_write(path, json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n")
+    _atomic_write(path, json.dumps(json_safe(data), indent=2, sort_keys=True) + "\n")
 
 
 class _ProgressTracker:
@@ -145,7 +129,7 @@ def execute_trial(job: dict) -> dict:
     try:
         ended = _read_result(trial_dir)
         if ended is not None and not (job.get("retry_failed") and ended.get("status") == "failed"):
-            return _jsonable({**ended, "ended_elsewhere": True})
+            return json_safe({**ended, "ended_elsewhere": True})
         return _execute(job, trial_dir)
     finally:
         lease.release()
@@ -228,4 +212,4 @@ def _train(job: dict, trial_dir: Path, wrapped: _ProgressTracker) -> dict:
     result["hash"] = job["hash"]
     result["wall_time_s"] = time.time() - start
     write_json(trial_dir / RESULT_FILE, result)
-    return _jsonable(result)
+    return json_safe(result)

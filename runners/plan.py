@@ -34,7 +34,7 @@ _RESERVED = {"seed": "seeds are set with the top-level `seeds` list"}
 
 
 @dataclass(frozen=True)
-class Trial:
+class PlannedTrial:
     """One point of a sweep. ``hash`` is its identity (see ``trial_hash``)."""
 
     hash: str
@@ -155,7 +155,7 @@ def steps_per_epoch(config: Mapping[str, Any]) -> int | None:
     """Optimizer steps per epoch if cheaply known (in-memory data), else None."""
     try:
         size = _train_size(config["workload"], canonical_json(config.get("data") or {}))
-    except Exception:
+    except (KeyError, TypeError, ValueError):  # an incomplete config or an unknown workload
         return None
     if size is None or not config.get("batch_size"):
         return None
@@ -267,7 +267,7 @@ def _article(kind: str) -> str:
     return f"a {kind}" if kind not in ("integer",) else f"an {kind}"
 
 
-def _check_metric(spec: Spec, trials: list[Trial]) -> None:
+def _check_metric(spec: Spec, trials: list[PlannedTrial]) -> None:
     """The spec's metric must be one that the trials of every workload in it log."""
     from sassha.workload_info import metrics
 
@@ -637,7 +637,7 @@ def _resolve_rows(rows: list[dict[str, Any]]) -> None:
         row["config"], row["identity"] = config, identity
 
 
-def plan(spec: Spec, *, max_trials: int | None = DEFAULT_MAX_TRIALS) -> list[Trial]:
+def plan(spec: Spec, *, max_trials: int | None = DEFAULT_MAX_TRIALS) -> list[PlannedTrial]:
     """Every trial of ``spec``, in spec order; equal configs (equal hashes) appear once.
 
     Raises ``SpecError`` when the spec expands to more than ``max_trials`` (None: no limit),
@@ -656,7 +656,7 @@ def plan(spec: Spec, *, max_trials: int | None = DEFAULT_MAX_TRIALS) -> list[Tri
     finally:
         if collecting:
             gc.enable()
-    trials: list[Trial] = []
+    trials: list[PlannedTrial] = []
     seen: set[str] = set()
     for row in rows:
         h = _digest(row["identity"])
@@ -664,7 +664,7 @@ def plan(spec: Spec, *, max_trials: int | None = DEFAULT_MAX_TRIALS) -> list[Tri
             continue
         seen.add(h)
         trials.append(
-            Trial(
+            PlannedTrial(
                 hash=h,
                 config=row["config"],
                 variant=row["variant"],
@@ -680,18 +680,15 @@ def plan(spec: Spec, *, max_trials: int | None = DEFAULT_MAX_TRIALS) -> list[Tri
     return trials
 
 
-def default_metric(spec: Spec, trials: list[Trial]) -> dict[str, str]:
+def default_metric(spec: Spec, trials: list[PlannedTrial]) -> dict[str, str]:
     """The spec's metric, or the first trial's workload's natural one."""
     if spec.metric:
         return dict(spec.metric)
     task = "classification"
-    if trials:
-        try:
-            from sassha.workloads import get_workload
+    if trials:  # planned trials name registered workloads
+        from sassha.workloads import get_workload
 
-            task = get_workload(trials[0].config["workload"]).task
-        except Exception:
-            pass
+        task = get_workload(trials[0].config["workload"]).task
     if task == "language_model":
         return {"name": "val_ppl", "mode": "min"}
     return {"name": "val_acc", "mode": "max"}
@@ -710,7 +707,7 @@ def step_based_passes(config: Mapping[str, Any]) -> float:
     return warm * cold + (steps - warm) * passes_per_step(config)
 
 
-def trial_cost(trial: Trial) -> tuple[float, str]:
+def trial_cost(trial: PlannedTrial) -> tuple[float, str]:
     """(total budget, unit) of one trial: backward passes if steps/epoch are known (always for
     a step-based trial)."""
     cfg = trial.config

@@ -52,15 +52,18 @@ def run_report(
     from analysis.load import load_sweep
     from analysis.report import ReportError, build_report
     from runners.plan import default_metric, plan
-    from runners.tracking import default_tracking_uri
+    from runners.state import workdir_for
+    from runners.tracking import resolve_tracking_uri
 
     try:
         spec = load_spec(spec_path, profile)
         trials = plan(spec)
         formats, best, paper, opts = _options(spec, spec_path, formats, best, paper, options)
         metric = default_metric(spec, trials)
-        tracking_uri = tracking_uri or spec.tracking.get("uri") or default_tracking_uri()
-        workdir = Path(workdir) if workdir else Path("runs") / spec.sweep_name
+        tracking_uri = resolve_tracking_uri(spec, tracking_uri)
+        if tracking_uri is None:
+            raise ReportError("a report reads the tracking store; `none` leaves nothing to read")
+        workdir = workdir_for(spec.sweep_name, workdir)
         out = Path(out) if out else workdir / "reports"
         data = load_sweep(spec.sweep_name, tracking_uri, experiment=spec.experiment)
         report = build_report(

@@ -32,7 +32,6 @@ BACKEND_OPTIONS = {
         "mem_gb",
     ),
 }
-BUDGET_RULES = ("epochs", "backward_passes", "wall_clock")
 # Keys of a variant mapping that describe the variant rather than the trial config.
 VARIANT_META_KEYS = ("grid", "zip", "include", "official")
 # Marks the official run configuration a variant (or, as a zip axis, each cell) reproduces:
@@ -545,57 +544,52 @@ def _deviations(raw, model, variants, markers: set[str], names) -> list[dict[str
     return out
 
 
-def load_spec(path: str | Path, profile: str | None = None) -> Spec:
-    """Load, merge ``profile`` and validate a spec; raise ``SpecError`` for any problem.
-
-    This checks the spec's own structure; ``runners.plan.plan(spec)`` expands it and checks each
-    trial's config against the optimizer registry and the workloads (also a ``SpecError``).
-    """
-    path = Path(path)
+def _read(path: Path) -> LineDict:
+    """The spec file's top-level mapping, with positions."""
     try:
         raw = load_yaml(path)
     except YamlError as exc:
         raise SpecError(exc.file, exc.line, exc.key, exc.problem) from None
-    name = str(path)
     if raw is None:
         raise SpecError(
-            name, 1, "spec", "the file is empty (expected a mapping with name, variants)"
+            str(path), 1, "spec", "the file is empty (expected a mapping with name, variants)"
         )
     if not isinstance(raw, dict):
-        raise SpecError(name, 1, "spec", "expected a mapping at the top level", got=raw)
+        raise SpecError(str(path), 1, "spec", "expected a mapping at the top level", got=raw)
+    return raw
 
+
+def _profile_names(raw: LineDict) -> tuple[str, ...]:
+    """The names under ``profiles:``, each checked to hold only profile keys."""
     profiles = raw.get("profiles")
-    profile_names: tuple[str, ...] = ()
-    if isinstance(profiles, dict):
-        profile_names = tuple(str(p) for p in profiles)
-        for pname, body in profiles.items():
-            ppos = profiles.key_pos(pname) if isinstance(profiles, LineDict) else raw.where
-            if not isinstance(body, dict):
-                raise SpecError(*ppos, f"profiles.{pname}", "expected a mapping", got=body)
-            for key in body:
-                if key not in _PROFILE_KEYS:
-                    kpos = body.key_pos(key) if isinstance(body, LineDict) else ppos
-                    raise SpecError(
-                        *kpos, f"profiles.{pname}.{key}", "unknown key", allowed=_PROFILE_KEYS
-                    )
-    if profile is not None:
-        if not isinstance(profiles, dict) or profile not in profiles:
-            pos = raw.key_pos("profiles") if "profiles" in raw else raw.where
-            raise SpecError(
-                *pos,
-                "profiles",
-                f"unknown profile {profile!r}",
-                allowed=list(profile_names) or "none defined",
-            )
-        unmerged, raw = raw, _without_markers(merge(raw, profiles[profile]))
-    else:
-        unmerged = raw
+    if not isinstance(profiles, dict):
+        return ()
+    for pname, body in profiles.items():
+        ppos = profiles.key_pos(pname) if isinstance(profiles, LineDict) else raw.where
+        if not isinstance(body, dict):
+            raise SpecError(*ppos, f"profiles.{pname}", "expected a mapping", got=body)
+        for key in body:
+            if key not in _PROFILE_KEYS:
+                kpos = body.key_pos(key) if isinstance(body, LineDict) else ppos
+                raise SpecError(
+                    *kpos, f"profiles.{pname}.{key}", "unknown key", allowed=_PROFILE_KEYS
+                )
+    return tuple(str(p) for p in profiles)
 
-    try:
-        model = SpecModel.model_validate(dict(raw))
-    except ValidationError as exc:
-        raise _pydantic_error(raw, exc) from None
 
+def _with_profile(raw: LineDict, profile: str | None, names: tuple[str, ...]) -> LineDict:
+    if profile is None:
+        return raw
+    profiles = raw.get("profiles")
+    if not isinstance(profiles, dict) or profile not in profiles:
+        pos = raw.key_pos("profiles") if "profiles" in raw else raw.where
+        raise SpecError(
+            *pos, "profiles", f"unknown profile {profile!r}", allowed=list(names) or "none defined"
+        )
+    return _without_markers(merge(raw, profiles[profile]))
+
+
+def _check_top_axes(raw: LineDict, model: SpecModel) -> None:
     for section in ("grid", "zip"):
         _check_axes(raw, (section,), raw.get(section), zipped=section == "zip")
         if isinstance(raw.get(section), dict) and OFFICIAL in raw[section]:
@@ -606,86 +600,107 @@ def load_spec(path: str | Path, profile: str | None = None) -> Spec:
             )
     for axis in set(model.grid) & set(model.zip):
         raise SpecError(*raw["zip"].key_pos(axis), f"zip.{axis}", "also a grid axis")
-    seeds = _seeds(raw, raw.get("seeds"))
 
-    variants: dict[str, Variant] = {}
-    raw_variants = raw["variants"]
-    for vname, body in raw_variants.items():
-        vpos = raw_variants.key_pos(vname)
-        _check_name("variant", vname, vpos, f"variants.{vname}")
-        config = LineDict(where=body.where if isinstance(body, LineDict) else vpos)
-        if "include" in body:
-            inc = _load_include(path, vname, body["include"], body.key_pos("include"))
-            config = merge(config, inc)
-        own = LineDict(where=config.where)
-        for key, value in body.items():
-            if key not in VARIANT_META_KEYS:
-                own[key] = value
-                own.pos[key] = body.key_pos(key)
-        config = merge(config, own)
-        axes: dict[str, dict[str, list[Any]]] = {}
-        for section in ("grid", "zip"):
-            sub = body.get(section, {})
-            spos = body.key_pos(section)
-            if not isinstance(sub, dict):
-                raise SpecError(*spos, f"variants.{vname}.{section}", "expected a mapping", got=sub)
-            _check_axes(raw, ("variants", vname, section), sub, zipped=section == "zip")
-            axes[section] = dict(sub)
-        for axis in set(axes["grid"]) & set(axes["zip"]):
+
+def _variant(path: Path, raw: LineDict, vname: str, body) -> Variant:
+    """One entry of ``variants:``: its included file and own keys merged, its axes checked."""
+    vpos = raw["variants"].key_pos(vname)
+    _check_name("variant", vname, vpos, f"variants.{vname}")
+    config = LineDict(where=body.where if isinstance(body, LineDict) else vpos)
+    if "include" in body:
+        config = merge(config, _load_include(path, vname, body["include"], body.key_pos("include")))
+    own = LineDict(where=config.where)
+    for key, value in body.items():
+        if key not in VARIANT_META_KEYS:
+            own[key] = value
+            own.pos[key] = body.key_pos(key)
+    config = merge(config, own)
+    axes: dict[str, dict[str, list[Any]]] = {}
+    for section in ("grid", "zip"):
+        sub = body.get(section, {})
+        if not isinstance(sub, dict):
             raise SpecError(
-                *body["zip"].key_pos(axis), f"variants.{vname}.zip.{axis}", "also a grid axis"
+                *body.key_pos(section), f"variants.{vname}.{section}", "expected a mapping", got=sub
             )
-        variants[vname] = Variant(
-            name=vname,
-            config=dict(config),
-            grid=axes["grid"],
-            zip=axes["zip"],
-            pos=dict(config.pos),
-            where=vpos,
-            official=_official_marker(body, vname),
+        _check_axes(raw, ("variants", vname, section), sub, zipped=section == "zip")
+        axes[section] = dict(sub)
+    for axis in set(axes["grid"]) & set(axes["zip"]):
+        raise SpecError(
+            *body["zip"].key_pos(axis), f"variants.{vname}.zip.{axis}", "also a grid axis"
         )
+    return Variant(
+        name=vname,
+        config=dict(config),
+        grid=axes["grid"],
+        zip=axes["zip"],
+        pos=dict(config.pos),
+        where=vpos,
+        official=_official_marker(body, vname),
+    )
 
-    budget = None
-    if model.budget is not None:
-        b = model.budget
-        budget = Budget(b.equal, b.reference, b.epochs, b.seconds, b.steps)
-        if b.equal == "wall_clock" and b.seconds is None:
-            raise SpecError(*raw.key_pos("budget"), "budget.seconds", "required for wall_clock")
-        if b.steps is not None and (b.equal != "backward_passes" or b.epochs is not None):
-            raise SpecError(
-                *raw.key_pos("budget"),
-                "budget.steps",
-                "only for equal: backward_passes of step-based trials, instead of epochs",
-                got=b.steps,
-            )
-        if b.equal in ("epochs", "backward_passes") and b.epochs is None and b.steps is None:
-            raise SpecError(*raw.key_pos("budget"), "budget.epochs", f"required for {b.equal}")
-        if b.equal == "backward_passes" and b.reference is None:
-            raise SpecError(
-                *raw.key_pos("budget"),
-                "budget.reference",
-                "required for backward_passes (the variant whose budget the others match)",
-                allowed=list(variants),
-            )
-        if b.reference is not None and b.reference not in variants:
-            raise SpecError(
-                *raw["budget"].key_pos("reference"),
-                "budget.reference",
-                "not a variant of this spec",
-                got=b.reference,
-                allowed=list(variants),
-            )
 
+def _budget(raw: LineDict, model: SpecModel, variants: dict[str, Variant]) -> Budget | None:
+    """The budget rule, with the fields its kind needs."""
+    b = model.budget
+    if b is None:
+        return None
+    where = raw.key_pos("budget")
+    if b.equal == "wall_clock" and b.seconds is None:
+        raise SpecError(*where, "budget.seconds", "required for wall_clock")
+    if b.steps is not None and (b.equal != "backward_passes" or b.epochs is not None):
+        raise SpecError(
+            *where,
+            "budget.steps",
+            "only for equal: backward_passes of step-based trials, instead of epochs",
+            got=b.steps,
+        )
+    if b.equal in ("epochs", "backward_passes") and b.epochs is None and b.steps is None:
+        raise SpecError(*where, "budget.epochs", f"required for {b.equal}")
+    if b.equal == "backward_passes" and b.reference is None:
+        raise SpecError(
+            *where,
+            "budget.reference",
+            "required for backward_passes (the variant whose budget the others match)",
+            allowed=list(variants),
+        )
+    if b.reference is not None and b.reference not in variants:
+        raise SpecError(
+            *raw["budget"].key_pos("reference"),
+            "budget.reference",
+            "not a variant of this spec",
+            got=b.reference,
+            allowed=list(variants),
+        )
+    return Budget(b.equal, b.reference, b.epochs, b.seconds, b.steps)
+
+
+def load_spec(path: str | Path, profile: str | None = None) -> Spec:
+    """Load, merge ``profile`` and validate a spec; raise ``SpecError`` for any problem.
+
+    This checks the spec's own structure; ``runners.plan.plan(spec)`` expands it and checks each
+    trial's config against the optimizer registry and the workloads (also a ``SpecError``).
+    """
+    path = Path(path)
+    unmerged = _read(path)
+    profile_names = _profile_names(unmerged)
+    raw = _with_profile(unmerged, profile, profile_names)
+    try:
+        model = SpecModel.model_validate(dict(raw))
+    except ValidationError as exc:
+        raise _pydantic_error(raw, exc) from None
+    _check_top_axes(raw, model)
+    seeds = _seeds(raw, raw.get("seeds"))
+    variants = {name: _variant(path, raw, name, body) for name, body in raw["variants"].items()}
+    budget = _budget(raw, model, variants)
     deviations = _deviations(
         raw, model, variants, _markers(unmerged), list(unmerged.get("variants") or {})
     )
-    metric = model.metric.model_dump() if model.metric else {}
-    spec = Spec(
+    return Spec(
         path=path,
         name=model.name,
         profile=profile,
         workload=model.workload,
-        metric=metric,
+        metric=model.metric.model_dump() if model.metric else {},
         base=dict(model.base),
         variants=variants,
         grid={k: list(v) for k, v in model.grid.items()},
@@ -702,4 +717,3 @@ def load_spec(path: str | Path, profile: str | None = None) -> Spec:
         deviations=deviations,
         claims=[c.model_dump() for c in model.claims],
     )
-    return spec

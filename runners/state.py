@@ -16,7 +16,7 @@ from typing import Any
 from runners.execute import PROGRESS_FILE, RESULT_FILE
 from runners.lease import is_live, read_lease
 
-STATES = ("done", "diverged", "failed", "running", "pending")
+STATES = ("finished", "diverged", "failed", "running", "pending")
 
 
 def workdir_for(sweep_name: str, workdir: str | Path | None = None) -> Path:
@@ -49,7 +49,7 @@ def trial_state(path: Path) -> TrialState:
     epoch = progress.get("epoch")
     if result is not None:
         status = result.get("status", "failed")
-        state = {"finished": "done", "diverged": "diverged"}.get(status, "failed")
+        state = status if status in ("finished", "diverged") else "failed"
         return TrialState(state, epoch, result, result)
     lease = read_lease(path)
     if is_live(lease):

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sassha.tracking import flatten
+
 T = TypeVar("T")
 
 _RETRY_MARKERS = ("locked", "busy", "database is locked", "unable to open database")
@@ -33,6 +35,20 @@ def default_tracking_uri(cwd: str | Path | None = None) -> str:
     if env:
         return env
     return "sqlite:///" + str((Path(cwd or os.getcwd()) / "mlflow.db").resolve())
+
+
+def resolve_tracking_uri(spec, cli_uri: str | None = None) -> str | None:
+    """The one rule for every command: ``--tracking-uri`` > ``MLFLOW_TRACKING_URI`` > the spec's
+    ``tracking.uri`` > ``sqlite:///./mlflow.db``; ``none`` (any case) means no tracking. A relative
+    SQLite path is made absolute: the same file for every worker, wherever it starts."""
+    uri = cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.get("uri")
+    if uri is None:
+        return default_tracking_uri()
+    if uri.lower() == "none":
+        return None
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
+    return uri
 
 
 # MLflow's HTTP client retries 7 times with backoff factor 2 and a 120 s timeout: a dead server
@@ -139,18 +155,6 @@ def git_sha(path: str | Path | None = None) -> str | None:
         return None
     sha = out.stdout.strip()
     return sha if out.returncode == 0 and sha else None
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"model": {"width": 8}}`` -> ``{"model.width": 8}``; lists stay values."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
 
 
 def _param_value(value: Any) -> str:
@@ -290,7 +294,6 @@ class MlflowTracker:
         self.run_id = run_id
         self.client = client(uri)
         self.exclude_params = set(exclude_params)
-        self._finished = False
 
     @classmethod
     def for_trial(
@@ -394,7 +397,6 @@ class MlflowTracker:
         with_retry(
             lambda: self.client.set_terminated(self.run_id, status=_STATUS.get(status, "FINISHED"))
         )
-        self._finished = True
 
 
 def _atomic_write(path: Path, text: str) -> None:

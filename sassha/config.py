@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
 from sassha.optim import get_spec
 from sassha.schedules import normalize_hessian_power_schedule, normalize_schedule
 from sassha.workloads import get_workload
@@ -128,7 +126,8 @@ def _jsonable(value: Any, where: str) -> Any:
         return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v, where) for v in value]
-    if isinstance(value, np.generic):
+    # A numpy scalar (np.float64, np.int64, ...), recognised without importing numpy.
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
         return value.item()
     if value is None or isinstance(value, bool | int | float | str):
         return value

@@ -45,7 +45,6 @@ __all__ = [
     "HessianPowerSchedule",
     "normalize_schedule",
     "normalize_hessian_power_schedule",
-    "build_schedule",
 ]
 
 # name -> {key: default}; these are the only accepted keys.
@@ -327,10 +326,6 @@ class Schedule:
         self.best = state["best"]
         self.bad_epochs = int(state["bad_epochs"])
         self.cooldown_left = int(state["cooldown_left"])
-
-
-def build_schedule(spec, optimizer, epochs: int, steps_per_epoch: int) -> Schedule:
-    return Schedule(spec, optimizer, epochs, steps_per_epoch)
 
 
 # -- the Hessian power ----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Tracker", "NullTracker", "MemoryTracker", "JsonTracker", "flatten"]
+__all__ = ["Tracker", "NullTracker", "MemoryTracker", "JsonTracker", "flatten", "json_safe"]
 
 
 @runtime_checkable
@@ -104,17 +104,21 @@ class MemoryTracker:
         return out
 
 
-def _json_value(value: Any) -> Any:
-    # NaN/inf are not JSON; write them as strings so that every line is valid JSON.
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON: mappings (string keys) and lists all the way down, non-finite
+    floats as ``"nan"``/``"inf"``/``"-inf"`` (JSON has none), numpy and torch scalars as floats,
+    anything else as its text. Every JSON file and log the project writes goes through it."""
     if isinstance(value, Mapping):
-        return {str(k): _json_value(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_value(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
+        return [json_safe(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
         return value
-    return str(value)
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f if math.isfinite(f) else str(f)
 
 
 class JsonTracker:
@@ -134,7 +138,7 @@ class JsonTracker:
         self._lock = threading.Lock()
 
     def _write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(_json_value(record), sort_keys=True)
+        line = json.dumps(json_safe(record), sort_keys=True)
         with self._lock, open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()

@@ -10,6 +10,11 @@ Result = dict
 OnResult = Callable[[Job, Result], None]
 
 
+def error_tail(text: str, lines: int = 30) -> str:
+    """The last ``lines`` lines of an error text: what a failed trial's result keeps of it."""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
 class Backend(ABC):
     """Runs trial jobs somewhere and reports each result as it arrives.
 

@@ -25,17 +25,11 @@ from typing import Any
 
 from ray.tune import Callback
 
-from runners.backends.base import Backend, Job, OnResult, Result
-
-_ERROR_TAIL_LINES = 30
+from runners.backends.base import Backend, Job, OnResult, Result, error_tail
 
 # Loggers that print a full traceback for every trial error and worker death. Failures reach
 # on_result with the same text, so the console stays readable while the sweep runs.
 _NOISY_LOGGERS = ("ray.tune", "ray.train", "ray.air", "ray.data")
-
-
-def _tail(text: str, lines: int = _ERROR_TAIL_LINES) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 class _PortableFn:
@@ -77,7 +71,7 @@ def _trainable(config: dict, jobs: list[Job], fn: _PortableFn) -> None:
     except Exception as exc:  # a trial's own exception becomes its failed result
         result = {
             "status": "failed",
-            "error": f"{type(exc).__name__}: {exc}\n{_tail(traceback.format_exc())}",
+            "error": f"{type(exc).__name__}: {exc}\n{error_tail(traceback.format_exc())}",
         }
     tune.report({"result": result})
 
@@ -354,7 +348,7 @@ class _Reporter(Callback):
             with open(trial.error_file, encoding="utf-8", errors="replace") as fh:
                 text = fh.read()
         failures = trial.run_metadata.num_failures
-        error = _tail(text or "the Ray worker running this trial failed")
+        error = error_tail(text or "the Ray worker running this trial failed")
         self._emit(
             index,
             {"status": "failed", "error": f"the trial's worker failed {failures} time(s): {error}"},
@@ -365,7 +359,7 @@ class _Reporter(Callback):
             index = item.config["job_index"]
             result = (item.metrics or {}).get("result")
             if item.error is not None:
-                result = {"status": "failed", "error": _tail(str(item.error))}
+                result = {"status": "failed", "error": error_tail(str(item.error))}
             elif not isinstance(result, dict):
                 result = {"status": "failed", "error": "the trial ended without reporting a result"}
             self._emit(index, result)

@@ -30,11 +30,10 @@ from typing import Any
 import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from runners.backends.base import Backend, Job, OnResult, Result
+from runners.backends.base import Backend, Job, OnResult, Result, error_tail
 
 _CLUSTERS = ("auto", "slurm", "local", "debug")
 _DEFAULT_MAX_ARRAY = 1000
-_ERROR_TAIL_LINES = 30
 # Slurm states after which a task will never write a result (requeued tasks pass through
 # PENDING/REQUEUED instead).
 _TERMINAL_STATES = {
@@ -54,10 +53,6 @@ _TERMINAL_STATES = {
 # one, so it gets longer; one that failed or was killed most likely never did.
 _RESULT_GRACE_S = {"COMPLETED": 20.0, "GONE": 20.0}
 _FAILED_GRACE_S = 5.0
-
-
-def _tail(text: str, lines: int = _ERROR_TAIL_LINES) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 def _default_fn() -> Callable[[Job], Result]:
@@ -98,7 +93,7 @@ class _TrialCall(Checkpointable):
         except Exception as exc:  # a trial's own exception becomes its failed result
             return {
                 "status": "failed",
-                "error": f"{type(exc).__name__}: {exc}\n{_tail(traceback.format_exc())}",
+                "error": f"{type(exc).__name__}: {exc}\n{error_tail(traceback.format_exc())}",
             }
 
     def checkpoint(self, job: Job) -> DelayedSubmission:
@@ -270,7 +265,7 @@ class SubmititBackend(Backend):
         text = None
         with contextlib.suppress(Exception):
             text = sub_job.stderr()
-        return _tail(text) if text else "(no stderr)"
+        return error_tail(text) if text else "(no stderr)"
 
     def _finished_result(self, sub_job) -> Result:
         try:
@@ -278,7 +273,7 @@ class SubmititBackend(Backend):
         except Exception as exc:
             return {
                 "status": "failed",
-                "error": f"job {sub_job.job_id} died: {_tail(str(exc), 5)}\n"
+                "error": f"job {sub_job.job_id} died: {error_tail(str(exc), 5)}\n"
                 f"stderr tail:\n{self._stderr_tail(sub_job)}",
             }
         if not isinstance(result, dict):

@@ -41,7 +41,7 @@ from runners.tune.study import (
     recover_orphans,
     run_local_study,
 )
-from runners.tune.tracking import resolve_tracking_uri, start_study_run
+from runners.tune.tracking import start_study_run
 
 EXIT_OK, EXIT_FAILED = 0, 1
 BACKENDS = ("local", "ray")
@@ -113,6 +113,7 @@ def run_tune(
     """
     from runners.plan import default_metric
     from runners.state import workdir_for
+    from runners.tracking import resolve_tracking_uri
 
     spec = load_spec(spec_path, profile)
     if backend not in BACKENDS:

@@ -11,6 +11,7 @@ import yaml
 
 from runners.spec import Spec
 from runners.tune.settings import TuneSettings
+from sassha.tracking import json_safe
 
 BEST_FILE = "best_variant.yaml"
 
@@ -29,14 +30,6 @@ def _fmt(v: Any) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def write_best(path: Path, spec: Spec, metric: str, config: Mapping[str, Any], best) -> None:
     from runners.tracking import _atomic_write
 
@@ -48,7 +41,7 @@ def write_best(path: Path, spec: Spec, metric: str, config: Mapping[str, Any], b
         f"{best.number}:\n# {metric} = {mean:.6g} +- {std:.3g} over seeds {list(seeds)}.\n"
         "# A sweep spec uses it as a variant: `variants: {tuned: {include: <this file>}}`.\n"
     )
-    body = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=False)
+    body = yaml.safe_dump(json_safe(config), sort_keys=False, default_flow_style=False)
     _atomic_write(path, header + body)
 
 

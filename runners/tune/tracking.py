@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,19 +59,6 @@ class StudyTracking:
         )
         inner.log_params(cfg)
         return inner
-
-
-def resolve_tracking_uri(spec: Spec, uri: str | None) -> str | None:
-    from runners.tracking import default_tracking_uri
-
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.get("uri")
-    if uri is None:
-        return default_tracking_uri()
-    if uri.lower() == "none":
-        return None
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
-    return uri
 
 
 def start_study_run(spec: Spec, uri: str | None, spec_path, storage: str) -> StudyTracking | None:

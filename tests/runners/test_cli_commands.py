@@ -133,5 +133,5 @@ def test_status_reads_running_interrupted_and_ended_trials(tmp_path, capsys, mon
     assert states == ["running", "pending", "diverged", "failed"]
     code, out, _ = run_main(capsys, "status", spec)
     assert code == 0
-    assert "0 done, 1 diverged, 1 failed, 1 running, 1 pending (of 4)" in out
+    assert "0 finished, 1 diverged, 1 failed, 1 running, 1 pending (of 4)" in out
     assert "1/2" in out and "0.5" in out

@@ -10,7 +10,7 @@ from runners_helpers import TINY, mlflow_runs, run_main, write_spec
 
 from sassha import checkpoint
 
-MLFLOW_OF_STATE = {"done": "FINISHED", "pending": "KILLED"}
+MLFLOW_OF_STATE = {"finished": "FINISHED", "pending": "KILLED"}
 
 
 def _agree(uri, work, capsys, spec):
@@ -51,10 +51,10 @@ def test_a_full_disk_stops_cleanly_and_a_rerun_recovers(tmp_path, capsys, monkey
     assert str(work / "trials") in lines[0]
     assert "Traceback" not in out + err
     states = _agree(uri, work, capsys, spec)
-    assert sorted(states.values()).count("done") >= 1 and "pending" in states.values()
+    assert sorted(states.values()).count("finished") >= 1 and "pending" in states.values()
     assert "failed" not in states.values()
 
     monkeypatch.setattr(checkpoint, "_write_tmp", real_write)
     code, out, _ = run_main(capsys, "run", spec, "--tracking-uri", uri, "--workdir", work)
     assert code == 0, out
-    assert set(_agree(uri, work, capsys, spec).values()) == {"done"}
+    assert set(_agree(uri, work, capsys, spec).values()) == {"finished"}

@@ -51,9 +51,9 @@ def test_run_with_two_jobs_then_rerun_runs_nothing(tmp_path, capsys, monkeypatch
     assert len(runs_after) == len(runs)
 
     code, out, _ = run_main(capsys, "status", spec)
-    assert code == 0 and "4 done, 0 diverged, 0 failed, 0 running, 0 pending" in out
+    assert code == 0 and "4 finished, 0 diverged, 0 failed, 0 running, 0 pending" in out
     code, out, _ = run_main(capsys, "plan", spec, "--json")
-    assert all(row["done"] for row in json.loads(out))
+    assert all(row["ended"] for row in json.loads(out))
 
 
 def test_exit_codes_failed_diverged_and_retry(tmp_path, capsys, monkeypatch):
@@ -80,7 +80,7 @@ def test_exit_codes_failed_diverged_and_retry(tmp_path, capsys, monkeypatch):
     assert "1 finished, 1 diverged, 1 failed" in out
     assert "out of memory (simulated)" in err  # the failing trial's line names the error
     code, out, _ = run_main(capsys, "status", spec)
-    assert "1 done, 1 diverged, 1 failed, 0 running, 0 pending" in out
+    assert "1 finished, 1 diverged, 1 failed, 0 running, 0 pending" in out
     code, out, _ = run_main(capsys, "run", spec, "--no-tracking")
     assert code == 1 and "--retry-failed" in out  # failed trials are kept
     monkeypatch.setattr(sassha.trial, "run", real_run)

@@ -232,11 +232,11 @@ def test_plan_json_and_table(tmp_path, capsys, monkeypatch):
 
     rows = json.loads(out)
     assert len(rows) == 4
-    assert set(rows[0]) >= {"hash", "config", "variant", "seed", "axes", "done"}
-    assert not any(r["done"] for r in rows)
+    assert set(rows[0]) >= {"hash", "config", "variant", "seed", "axes", "ended"}
+    assert not any(r["ended"] for r in rows)
     code, out, _ = run_main(capsys, "plan", spec)
     assert code == 0
-    assert "4 trials (0 done, 4 to run)" in out
+    assert "4 trials (0 ended, 4 to run)" in out
     # 2 epochs x ceil(128/32) steps x passes/step (SASSHA k=2: 2.5, AdamW: 1), two seeds each
     assert "budget: 56 backward passes" in out
 

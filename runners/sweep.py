@@ -1,0 +1,156 @@
+"""A sweep from its plan to its results: which trials run, their jobs, the parent run, the backend.
+
+``runners.cli`` parses arguments and prints; this module decides. :func:`to_run` picks the
+planned trials that have not ended, :func:`open_parent_run` finds or creates the sweep's MLflow
+parent run (one however many processes start the sweep), :func:`make_jobs` turns trials into
+:class:`Job`s, :func:`make_backend` builds the backend with its files beside the trials, and
+:func:`run_sweep` runs the jobs and returns how the sweep stands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from runners.plan import PlannedTrial, axis_label
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One trial to run: what ``runners.execute.execute_trial`` takes, as :meth:`payload`."""
+
+    hash: str
+    config: dict[str, Any]
+    trial_dir: str
+    variant: str
+    seed: int
+    axes: dict[str, Any]
+    retry_failed: bool = False
+    # {"uri", "experiment", "parent_run_id", "tags", "run_name"}; None: no MLflow.
+    tracking: dict[str, Any] | None = None
+
+    def payload(self) -> dict[str, Any]:
+        """The plain-JSON job every backend ships to its workers."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParentRun:
+    """The sweep's MLflow parent run and the tags every trial's run carries."""
+
+    uri: str
+    experiment: str
+    run_id: str
+    tags: dict[str, Any]
+    stale: int = 0  # runs left RUNNING by a dead process, marked KILLED when it was opened
+
+
+def to_run(trials: list[PlannedTrial], states: Mapping[str, Any], retry_failed: bool) -> list:
+    """The planned trials that have not ended (and the failed ones with ``retry_failed``)."""
+    wanted = ("pending", "failed") if retry_failed else ("pending",)
+    return [t for t in trials if states[t.hash].state in wanted]
+
+
+def run_status(states: Mapping[str, Any]) -> dict[str, str]:
+    """Trial hash -> how its MLflow run should stand (see ``tracking.end_stale_runs``)."""
+    return {h: st.state for h, st in states.items()}
+
+
+def open_parent_run(spec, uri: str, workdir: Path, states, metric: str) -> ParentRun:
+    """Find or create the sweep's parent run and end the runs dead processes left RUNNING."""
+    from runners.lease import locked
+    from runners.tracking import end_stale_runs, ensure_parent_run, git_sha
+
+    sha = git_sha()
+    tags: dict[str, Any] = {"sweep": spec.sweep_name, "sweep_role": "trial", "git_sha": sha}
+    if spec.profile:
+        tags["profile"] = spec.profile
+    parent_tags = {
+        "spec_path": str(Path(spec.path).resolve()),
+        "profile": spec.profile,
+        "git_sha": sha,
+        "metric": metric,
+    }
+    # One parent run however many processes start this sweep at once.
+    with locked(workdir):
+        _, run_id = ensure_parent_run(uri, spec.experiment, spec.sweep_name, tags=parent_tags)
+        stale = end_stale_runs(uri, run_id, run_status(states))
+    return ParentRun(uri, spec.experiment, run_id, tags, len(stale))
+
+
+def _run_name(trial: PlannedTrial) -> str:
+    axes = [f"{k}{axis_label(v)}" for k, v in trial.axes.items()]
+    return "-".join([trial.variant, *axes, f"s{trial.seed}"])
+
+
+def _tracking(trial: PlannedTrial, parent: ParentRun | None) -> dict[str, Any] | None:
+    if parent is None:
+        return None
+    tags = {
+        **parent.tags,
+        "variant": trial.variant,
+        "seed": trial.seed,
+        "workload": trial.config.get("workload"),
+        "optimizer": trial.config.get("optimizer"),
+        "axes": ",".join(trial.axes),
+    }
+    if trial.budget and "exact_epochs" in trial.budget:
+        tags["budget_exact_epochs"] = f"{trial.budget['exact_epochs']:.4f}"
+    return {
+        "uri": parent.uri,
+        "experiment": parent.experiment,
+        "parent_run_id": parent.run_id,
+        "tags": tags,
+        "run_name": _run_name(trial),
+    }
+
+
+def make_jobs(
+    trials: list[PlannedTrial], workdir: Path, parent: ParentRun | None, retry_failed: bool
+) -> list[Job]:
+    from runners.state import trial_dir
+
+    return [
+        Job(
+            hash=t.hash,
+            config=t.config,
+            trial_dir=str(trial_dir(workdir, t.hash).resolve()),
+            variant=t.variant,
+            seed=t.seed,
+            axes=t.axes,
+            retry_failed=bool(retry_failed),
+            tracking=_tracking(t, parent),
+        )
+        for t in trials
+    ]
+
+
+def make_backend(name: str, options: dict[str, Any], workdir: Path):
+    """The backend, its files beside the trials (on the storage every worker reaches)."""
+    from runners.backends import get_backend
+
+    options = dict(options)
+    if name == "submitit":
+        options.setdefault("folder", str(Path(workdir) / "submitit"))
+    elif name == "ray":
+        options.setdefault("storage_path", str(Path(workdir).resolve() / "ray"))
+    return get_backend(name, **options), options
+
+
+def run_sweep(backend, jobs: list[Job], on_result: Callable[[dict, dict], None]) -> bool:
+    """Run every job on ``backend``; True when Ctrl-C interrupted it (a rerun resumes)."""
+    try:
+        backend.run([j.payload() for j in jobs], on_result)
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
+def end_status(counts: Counter, interrupted: bool) -> str:
+    """How the parent run ends: killed, failed (any trial failed) or finished."""
+    if interrupted:
+        return "killed"
+    return "failed" if counts["failed"] else "finished"
