@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from runners.backends import BACKENDS
 from runners.spec import BACKEND_OPTIONS, SpecError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -624,6 +625,17 @@ def cmd_check(args) -> int:
 # ---------------------------------------------------------------- parser
 
 
+def _backend_flags(sp) -> None:
+    """One flag per backend option, as ``runners.backends.BACKENDS`` declares them (``--jobs``,
+    which every backend reads, is added with ``--backend``)."""
+    for name, info in BACKENDS.items():
+        group = sp.add_argument_group(f"{name} backend")
+        for option in info.options:
+            if option.name != "jobs":
+                flag = "--" + option.name.replace("_", "-")
+                group.add_argument(flag, type=option.type, choices=option.choices, help=option.help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sweep", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -650,30 +662,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("run", help="run every trial that has not ended (resumes)")
     common(sp)
-    sp.add_argument("--backend", "-b", choices=("local", "ray", "submitit"))
+    sp.add_argument("--backend", "-b", choices=tuple(BACKENDS))
     sp.add_argument("--jobs", "-j", type=int, help="trials at once (local backend)")
     sp.add_argument("--tracking-uri", help="MLflow store (default sqlite:///./mlflow.db)")
     sp.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     sp.add_argument("--retry-failed", action="store_true", help="also rerun failed trials")
-    sp.add_argument(
-        "--threads-per-trial", type=int, help="torch threads per trial (local; default cores/jobs)"
-    )
-    ray = sp.add_argument_group("ray backend")
-    ray.add_argument("--address", help="Ray cluster address ('auto' = an existing cluster)")
-    ray.add_argument("--cpus-per-trial", type=float)
-    ray.add_argument("--gpus-per-trial", type=float)
-    ray.add_argument("--max-concurrent", type=int)
-    ray.add_argument("--max-failures", type=int)
-    sub_it = sp.add_argument_group("submitit backend")
-    sub_it.add_argument("--folder", help="submitit log folder")
-    sub_it.add_argument("--cluster", choices=("slurm", "local", "auto"))
-    sub_it.add_argument("--partition")
-    sub_it.add_argument("--gpus-per-node", type=int)
-    sub_it.add_argument("--cpus-per-task", type=int)
-    sub_it.add_argument("--timeout-min", type=int)
-    sub_it.add_argument("--array-parallelism", type=int)
-    sub_it.add_argument("--max-array-size", type=int)
-    sub_it.add_argument("--mem-gb", type=float)
+    _backend_flags(sp)
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("status", help="state and last metric of every trial")
@@ -683,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("tune", help="Optuna search over the spec's `tune:` space")
     common(sp)
-    sp.add_argument("--backend", "-b", choices=("local", "ray", "submitit"))
+    sp.add_argument("--backend", "-b", choices=tuple(BACKENDS))
     sp.add_argument("--n-trials", type=int)
     sp.add_argument("--jobs", "-j", type=int)
     sp.add_argument("--tracking-uri")

@@ -13,25 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from runners.backends import BACKENDS, Option, all_options
 from runners.yamlio import LineDict, LineList, Pos, YamlError, load_yaml
 
-BACKEND_OPTIONS = {
-    "local": ("jobs", "threads_per_trial"),
-    "ray": ("address", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "max_failures"),
-    "submitit": (
-        "folder",
-        "cluster",
-        "partition",
-        "gpus_per_node",
-        "cpus_per_task",
-        "timeout_min",
-        "array_parallelism",
-        "max_array_size",
-        "mem_gb",
-    ),
-}
+BACKEND_OPTIONS = {name: tuple(o.name for o in b.options) for name, b in BACKENDS.items()}
 # Keys of a variant mapping that describe the variant rather than the trial config.
 VARIANT_META_KEYS = ("grid", "zip", "include", "official")
 # Marks the official run configuration a variant (or, as a zip axis, each cell) reproduces:
@@ -105,24 +92,21 @@ class TrackingModel(_Strict):
     experiment: str | None = None
 
 
-class BackendModel(_Strict):
-    name: Literal["local", "ray", "submitit"] = "local"
-    jobs: int = Field(default=1, ge=1)
-    threads_per_trial: int | None = Field(default=None, ge=1)
-    address: str | None = None
-    cpus_per_trial: float | None = Field(default=None, gt=0)
-    gpus_per_trial: float | None = Field(default=None, ge=0)
-    max_concurrent: int | None = Field(default=None, ge=1)
-    max_failures: int | None = Field(default=None, ge=0)
-    folder: str | None = None
-    cluster: Literal["slurm", "local", "auto"] | None = None
-    partition: str | None = None
-    gpus_per_node: int | None = Field(default=None, ge=0)
-    cpus_per_task: int | None = Field(default=None, ge=1)
-    timeout_min: int | None = Field(default=None, ge=1)
-    array_parallelism: int | None = Field(default=None, ge=1)
-    max_array_size: int | None = Field(default=None, ge=1)
-    mem_gb: float | None = Field(default=None, gt=0)
+def _backend_field(option: Option) -> tuple[Any, Any]:
+    kind: Any = Literal[option.choices] if option.choices else option.type  # type: ignore[valid-type]
+    constraints = {k: v for k, v in (("ge", option.ge), ("gt", option.gt)) if v is not None}
+    if option.default is not None:
+        return kind, Field(default=option.default, **constraints)
+    return kind | None, Field(default=None, **constraints)
+
+
+# The `backend:` block: `name` and every backend's options, as runners.backends declares them.
+BackendModel = create_model(
+    "BackendModel",
+    __base__=_Strict,
+    name=(Literal[tuple(BACKENDS)], "local"),  # type: ignore[valid-type]
+    **{name: _backend_field(o) for name, o in all_options().items()},
+)
 
 
 class DeviationModel(_Strict):
@@ -260,18 +244,7 @@ class Spec:
 
     def pos(self, *path: Any) -> Pos:
         """``(file, line)`` of the deepest existing element of ``path`` in the merged spec."""
-        node: Any = self.raw
-        where: Pos = self.raw.where
-        for key in path:
-            if isinstance(node, LineDict) and key in node:
-                where = node.key_pos(key)
-                node = node[key]
-            elif isinstance(node, LineList) and isinstance(key, int) and 0 <= key < len(node):
-                where = node.item_pos(key)
-                node = node[key]
-            else:
-                break
-        return where
+        return position(self.raw, path)
 
     def error(self, path: tuple, problem: str, **kw: Any) -> SpecError:
         file, line = self.pos(*path)
@@ -279,6 +252,22 @@ class Spec:
 
 
 # ---------------------------------------------------------------- loading
+
+
+def position(raw: LineDict, path: tuple) -> Pos:
+    """``(file, line)`` of the deepest element of ``path`` (keys and list indices) in ``raw``."""
+    node: Any = raw
+    where: Pos = raw.where
+    for key in path:
+        if isinstance(node, LineDict) and key in node:
+            where = node.key_pos(key)
+            node = node[key]
+        elif isinstance(node, LineList) and isinstance(key, int) and 0 <= key < len(node):
+            where = node.item_pos(key)
+            node = node[key]
+        else:
+            break
+    return where
 
 
 def merge(base: Any, over: Any) -> Any:
@@ -308,17 +297,7 @@ def merge(base: Any, over: Any) -> Any:
 def _pydantic_error(raw: LineDict, exc: ValidationError) -> SpecError:
     err = exc.errors()[0]
     loc = tuple(err["loc"])
-    node: Any = raw
-    where = raw.where
-    for key in loc:
-        if isinstance(node, LineDict) and key in node:
-            where = node.key_pos(key)
-            node = node[key]
-        elif isinstance(node, LineList) and isinstance(key, int) and 0 <= key < len(node):
-            where = node.item_pos(key)
-            node = node[key]
-        else:
-            break
+    where = position(raw, loc)
     key = ".".join(str(k) for k in loc) or "spec"
     kind = err["type"]
     got = err.get("input", ...)

@@ -44,7 +44,7 @@ from runners.tune.study import (
 from runners.tune.tracking import start_study_run
 
 EXIT_OK, EXIT_FAILED = 0, 1
-BACKENDS = ("local", "ray")
+TUNE_BACKENDS = ("local", "ray")
 
 __all__ = [
     "BEST_FILE",
@@ -116,10 +116,10 @@ def run_tune(
     from runners.tracking import resolve_tracking_uri
 
     spec = load_spec(spec_path, profile)
-    if backend not in BACKENDS:
+    if backend not in TUNE_BACKENDS:
         raise SpecError(
             str(spec.path), 1, "backend", "sweep tune runs on the local or ray backend",
-            got=backend, allowed=list(BACKENDS),
+            got=backend, allowed=list(TUNE_BACKENDS),
         )  # fmt: skip
     settings, space = _settings(spec, n_trials)
     probe = seed_trials(spec, settings.variant, {})
