@@ -437,7 +437,32 @@ def cmd_run(args) -> int:
     if parent is not None and (interrupted or not counts["running"]):
         # The last process to finish a shared sweep ends its parent run.
         _finish_parent(parent, sweep.end_status(counts, interrupted))
-    return _report_run(out, spec, trials, final, display, interrupted, time.time() - start)
+    code = _report_run(out, spec, trials, final, display, interrupted, time.time() - start)
+    if parent is not None and not interrupted and not counts["running"]:
+        _publish(out, spec, trials, parent, workdir)
+    return code
+
+
+def _publish(out, spec, trials, parent, workdir: Path) -> None:
+    """The report as artifacts of the parent run, and how to open the comparison."""
+    from runners import tracking
+    from runners.report import publish_to_parent
+
+    try:
+        folder = publish_to_parent(spec, trials, parent.uri, parent.run_id, workdir)
+        experiment_id = tracking.client(parent.uri).get_run(parent.run_id).info.experiment_id
+        run_ids = tracking.trial_run_ids(parent.uri, experiment_id, parent.run_id)
+    except Exception as exc:  # the trials' results stand; say why the report is missing
+        text = " ".join(str(exc).split())[:200]
+        out.print(f"sweep: the report was not logged to MLflow ({type(exc).__name__}: {text})")
+        return
+    if folder is not None:
+        out.print(f"Report: {folder}/ (also the parent run's artifacts, report/)", soft_wrap=True)
+    command, url = tracking.ui_hint(parent.uri, experiment_id, run_ids)
+    if command:
+        out.print(f"Compare in the browser: {command}  then open {url}", soft_wrap=True)
+    else:
+        out.print(f"Compare in the browser: {url}", soft_wrap=True)
 
 
 def _nothing_to_run(out, spec, trials, states, uri, workdir) -> int:

@@ -154,3 +154,44 @@ def _log_verdicts(uri: str, spec, verdicts, out: Path) -> None:
 def _mlflow_key(text: str) -> str:
     """MLflow names allow letters, digits, _ - . / and space: map the rest to '_'."""
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in text)
+
+
+def publish_to_parent(spec, trials, uri: str, parent_id: str, workdir: Path) -> Path | None:
+    """Write the sweep's report (Markdown, CSV, PNG) to ``<workdir>/reports`` and log the files
+    as artifacts of the parent run (``report/``), so that the MLflow UI shows the tables and
+    figures beside the runs. Returns the folder, or None when no trial has logged yet."""
+    from analysis.load import load_sweep
+    from analysis.report import build_report
+    from runners import tracking
+    from runners.plan import default_metric
+
+    metric = default_metric(spec, trials)
+    out = Path(workdir) / "reports"
+    data = load_sweep(spec.sweep_name, uri, experiment=spec.experiment)
+    if data.runs.empty:
+        return None
+    _, best, paper, opts = _options(spec, spec.path, ["md", "csv", "png"], False, False, {})
+    report = build_report(
+        data,
+        metric=metric["name"],
+        mode=metric.get("mode", "max"),
+        out=out,
+        formats=["md", "csv", "png"],
+        best=best,
+        paper=paper,
+        planned_hashes=[t.hash for t in trials],
+        variant_order=list(spec.variants),
+        budget=spec.budget is not None,
+        workdir=workdir,
+        claims=spec.claims,
+        **opts,
+    )
+    summary = out / "report.md"
+    summary.write_text(
+        report.to_markdown(f"{spec.sweep_name}: {metric['name']} ({metric.get('mode', 'max')})")
+        + "\n"
+    )
+    mc = tracking.client(uri)
+    for path in sorted({*map(Path, report.files), summary}):
+        tracking.with_retry(lambda p=path: mc.log_artifact(parent_id, str(p), "report"))
+    return out

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
 
 from sassha.tracking import flatten
 
@@ -162,23 +163,49 @@ def _param_value(value: Any) -> str:
     return text[:_PARAM_CHARS]
 
 
+# MLflow 3's UI opens an experiment on its GenAI overview unless told it holds training runs.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def get_or_create_experiment(mc, name: str, artifact_root: str | None = None) -> str:
     exp = with_retry(lambda: mc.get_experiment_by_name(name))
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            with_retry(lambda: mc.restore_experiment(exp.experiment_id))
-        return exp.experiment_id
-    location = None
-    if artifact_root:
-        location = str(Path(artifact_root) / name)
-    try:
-        return with_retry(lambda: mc.create_experiment(name, artifact_location=location))
-    except Exception:
-        # Another process created it between our look-up and create.
-        exp = with_retry(lambda: mc.get_experiment_by_name(name))
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        location = str(Path(artifact_root) / name) if artifact_root else None
+        try:
+            return with_retry(
+                lambda: mc.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+            )
+        except Exception:
+            # Another process created it between our look-up and create.
+            exp = with_retry(lambda: mc.get_experiment_by_name(name))
+            if exp is None:
+                raise
+    if exp.lifecycle_stage == "deleted":
+        with_retry(lambda: mc.restore_experiment(exp.experiment_id))
+    for key, value in EXPERIMENT_TAGS.items():
+        if exp.tags.get(key) != value:  # an experiment made before the tag, or elsewhere
+            with_retry(lambda k=key, v=value: mc.set_experiment_tag(exp.experiment_id, k, v))
+    return exp.experiment_id
+
+
+def ui_hint(uri: str, experiment_id: str, run_ids: list[str]) -> tuple[str | None, str]:
+    """The command that serves the UI for ``uri`` (None for a server) and the URL of MLflow's
+    comparison of ``run_ids`` (the trials: on the runs page they sit under the collapsed parent
+    run, even when filtered)."""
+    query = urlencode(
+        {"runs": json.dumps(run_ids), "experiments": json.dumps([experiment_id])},
+        quote_via=quote,
+    )
+    page = f"#/compare-runs?{query}"
+    if uri.startswith(("http://", "https://")):
+        return None, f"{uri.rstrip('/')}/{page}"
+    return f"mlflow ui --backend-store-uri {uri}", f"http://127.0.0.1:5000/{page}"
+
+
+def trial_run_ids(uri: str, experiment_id: str, parent_run_id: str) -> list[str]:
+    mc = client(uri)
+    found = find_runs(mc, experiment_id, {"mlflow.parentRunId": parent_run_id})
+    return sorted(r.info.run_id for r in found)
 
 
 def _artifact_root(uri: str) -> str | None:
