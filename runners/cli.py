@@ -340,20 +340,22 @@ class _Display:
         )
 
     def _poll(self) -> None:
+        while not self._stop.wait(1.0):
+            self._refresh()
+
+    def _refresh(self) -> None:
+        """Epochs done: all of an ended trial's (a diverged one stopped early but is done)."""
         from runners.state import trial_state
 
-        while not self._stop.wait(1.0):
-            done_epochs, running = 0, 0
-            for job in self.jobs:
-                if job["hash"] in self.ended:
-                    done_epochs += _periods(job["config"])
-                    continue
-                st = trial_state(Path(job["trial_dir"]))
-                running += st.state == "running"
-                done_epochs += min(int(st.epoch or 0), _periods(job["config"]))
-            self.progress.update(
-                self.task, completed=done_epochs, description=self._describe(running)
-            )
+        done_epochs, running = 0, 0
+        for job in self.jobs:
+            if job["hash"] in self.ended:
+                done_epochs += _periods(job["config"])
+                continue
+            st = trial_state(Path(job["trial_dir"]))
+            running += st.state == "running"
+            done_epochs += min(int(st.epoch or 0), _periods(job["config"]))
+        self.progress.update(self.task, completed=done_epochs, description=self._describe(running))
 
     def __enter__(self):
         self.progress.start()
@@ -363,6 +365,7 @@ class _Display:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        self._refresh()  # the bar's last state is the sweep's, not the last poll's
         self.progress.stop()
 
     def on_result(self, job: dict, result: dict) -> None:
@@ -407,6 +410,8 @@ def cmd_run(args) -> int:
     name, options = _backend_options(spec, args)
     if args.jobs is not None and name == "local":
         options["jobs"] = args.jobs
+    if name == "local":
+        options.setdefault("jobs", 1)
     states = _states(trials, workdir)
     _write_plan(workdir, spec, trials)
     metric = _metric(spec, trials)["name"]
@@ -425,8 +430,8 @@ def cmd_run(args) -> int:
     jobs = sweep.make_jobs(todo, workdir, parent, args.retry_failed)
     out.print(
         f"{spec.sweep_name}: running {len(jobs)} of {len(trials)} trials "
-        f"({len(trials) - len(todo)} already ended) on {name} {options or ''}; workdir {workdir}"
-        + (f"; MLflow {uri} experiment {spec.experiment}" if uri else "")
+        f"({len(trials) - len(todo)} already ended) on {name} ({_options_text(options)}); "
+        f"workdir {workdir}" + (f"; MLflow {uri} experiment {spec.experiment}" if uri else "")
     )
     start = time.time()
     display = _Display([j.payload() for j in jobs], metric)
@@ -463,6 +468,10 @@ def _publish(out, spec, trials, parent, workdir: Path) -> None:
         out.print(f"Compare in the browser: {command}  then open {url}", soft_wrap=True)
     else:
         out.print(f"Compare in the browser: {url}", soft_wrap=True)
+
+
+def _options_text(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "defaults"
 
 
 def _nothing_to_run(out, spec, trials, states, uri, workdir) -> int:
@@ -662,7 +671,7 @@ def _backend_flags(sp) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="sweep", description=__doc__.splitlines()[0])
+    p = _Parser(prog="sweep", description=__doc__.splitlines()[0].replace("``", ""))
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(sp, workdir: bool = True) -> None:
@@ -697,15 +706,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("status", help="state and last metric of every trial")
     common(sp)
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="print the states as JSON on stdout")
     sp.set_defaults(func=cmd_status)
 
     sp = sub.add_parser("tune", help="Optuna search over the spec's `tune:` space")
     common(sp)
     sp.add_argument("--backend", "-b", choices=tuple(BACKENDS))
-    sp.add_argument("--n-trials", type=int)
-    sp.add_argument("--jobs", "-j", type=int)
-    sp.add_argument("--tracking-uri")
+    sp.add_argument("--n-trials", type=int, help="points to evaluate in all (default: the spec's)")
+    sp.add_argument("--jobs", "-j", type=int, help="points evaluated at once (local backend)")
+    sp.add_argument("--tracking-uri", help="MLflow store (default sqlite:///./mlflow.db)")
     sp.add_argument("--storage", help="Optuna storage URL (default: a journal file in workdir)")
     sp.set_defaults(func=cmd_tune)
 
@@ -724,7 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="treat the sweep as a pilot: print the seeds per side each claim needs (80%% power)",
     )
-    sp.add_argument("--tracking-uri")
+    sp.add_argument("--tracking-uri", help="MLflow store to read (default sqlite:///./mlflow.db)")
     sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra report option")
     sp.set_defaults(func=cmd_report)
 

@@ -411,11 +411,14 @@ def _load_include(spec_path: Path, variant: str, value: Any, pos: Pos) -> LineDi
     try:
         data = load_yaml(path)
     except YamlError as exc:
-        raise SpecError(exc.file, exc.line, exc.key, exc.problem) from None
+        # Named at the spec line that includes it; the included file's own line follows.
+        where = f"{exc.file}:{exc.line}" if exc.line else exc.file
+        raise SpecError(*pos, key, f"{where}: {exc.key}: {exc.problem}") from None
     if data is None:
         data = LineDict(where=(str(path), 1))
     if not isinstance(data, dict):
-        raise SpecError(str(path), 1, key, "an included file must hold a mapping", got=data)
+        # Its content is not echoed: the path may name any file (include: /etc/passwd).
+        raise SpecError(*pos, key, f"{path} does not hold a YAML mapping of config keys")
     for inner in VARIANT_META_KEYS:
         if inner in data:
             ipos = data.key_pos(inner)

@@ -136,6 +136,26 @@ def _check_size(filename: str, root: yaml.Node) -> None:
     size(root, 0)
 
 
+def _key_path(node: yaml.Node, line: int, key: str, prefix: str = "") -> str | None:
+    """The dotted path of the mapping key ``key`` written on ``line`` in the node tree."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            name = f"{prefix}{key_node.value}" if isinstance(key_node, yaml.ScalarNode) else None
+            if name is None:
+                continue
+            if key_node.start_mark.line + 1 == line and str(key_node.value) == key:
+                return name
+            found = _key_path(value_node, line, key, name + ".")
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, child in enumerate(node.value):
+            found = _key_path(child, line, key, f"{prefix}{i}.")
+            if found:
+                return found
+    return None
+
+
 def load_yaml(path: str | Path) -> Any:
     """Parse one YAML document with positions; raise ``YamlError`` (one line) on any problem."""
     name = str(path)
@@ -151,13 +171,19 @@ def load_yaml(path: str | Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise YamlError(name, 0, "file", f"cannot be read ({type(exc).__name__})") from None
     loader = _make_loader(name)(text)
+    node = None
     try:
         node = loader.get_single_node()
         if node is None:
             return None
         _check_size(name, node)
         data = loader.construct_document(node)
-    except YamlError:
+    except YamlError as exc:
+        if node is not None and exc.problem.startswith("duplicate key"):
+            # Name the key by its full path (variants.arm.lr), not just its last part.
+            path = _key_path(node, exc.line, exc.key)
+            if path:
+                raise YamlError(name, exc.line, path, exc.problem) from None
         raise
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
