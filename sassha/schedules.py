@@ -90,29 +90,33 @@ def _default_mode(metric: str) -> str:
     return "min" if ("loss" in metric or "ppl" in metric) else "max"
 
 
-def normalize_schedule(spec: Mapping[str, Any] | str | None) -> dict[str, Any]:
-    """Validate a schedule dict and fill its defaults (a complete, JSON-ready dict).
-
-    ValueError names the allowed schedules or keys.
-    """
+def _named(spec: Mapping[str, Any] | str | None, table: Mapping, what: str) -> dict[str, Any]:
+    """``spec`` (a name, a mapping with one, or None for ``constant``) checked against ``table``
+    (name -> {key: default}), its defaults filled in."""
     if spec is None:
         spec = {"name": "constant"}
     if isinstance(spec, str):
         spec = {"name": spec}
     if not isinstance(spec, Mapping):
-        raise ValueError(f"schedule must be a mapping with a name (got {spec!r})")
+        raise ValueError(f"{what} must be a mapping with a name (got {spec!r})")
     name = spec.get("name")
-    if name not in SCHEDULES:
-        allowed = ", ".join(SCHEDULES)
-        raise ValueError(f"unknown schedule {name!r} (allowed: {allowed})")
-    allowed_keys = SCHEDULES[name]
-    unknown = sorted(set(spec) - set(allowed_keys) - {"name"})
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r} (allowed: {', '.join(table)})")
+    keys = table[name]
+    unknown = sorted(set(spec) - set(keys) - {"name"})
     if unknown:
-        keys = ", ".join(["name", *allowed_keys])
-        raise ValueError(f"schedule {name}: unknown key {unknown[0]!r} (allowed: {keys})")
-    out = {"name": name}
-    for key, default in allowed_keys.items():
-        out[key] = spec.get(key, default)
+        allowed = ", ".join(["name", *keys])
+        raise ValueError(f"{what} {name}: unknown key {unknown[0]!r} (allowed: {allowed})")
+    return {"name": name, **{k: spec.get(k, d) for k, d in keys.items()}}
+
+
+def normalize_schedule(spec: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """Validate a schedule dict and fill its defaults (a complete, JSON-ready dict).
+
+    ValueError names the allowed schedules or keys.
+    """
+    out = _named(spec, SCHEDULES, "schedule")
+    name = out["name"]
 
     if name == "multistep":
         ms = out["milestones"]
@@ -342,24 +346,8 @@ HESSIAN_POWER_SCHEDULES: dict[str, dict[str, Any]] = {
 def normalize_hessian_power_schedule(spec: Mapping[str, Any] | str | None) -> dict[str, Any]:
     """Validate a ``hessian_power_schedule`` and fill its defaults; ValueError names the
     allowed schedules or keys."""
-    if spec is None:
-        spec = {"name": "constant"}
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    if not isinstance(spec, Mapping):
-        raise ValueError(f"hessian_power_schedule must be a mapping with a name (got {spec!r})")
-    name = spec.get("name")
-    if name not in HESSIAN_POWER_SCHEDULES:
-        allowed = ", ".join(HESSIAN_POWER_SCHEDULES)
-        raise ValueError(f"unknown hessian_power_schedule {name!r} (allowed: {allowed})")
-    keys = HESSIAN_POWER_SCHEDULES[name]
-    unknown = sorted(set(spec) - set(keys) - {"name"})
-    if unknown:
-        allowed = ", ".join(["name", *keys])
-        raise ValueError(
-            f"hessian_power_schedule {name}: unknown key {unknown[0]!r} (allowed: {allowed})"
-        )
-    out = {"name": name, **{k: spec.get(k, d) for k, d in keys.items()}}
+    out = _named(spec, HESSIAN_POWER_SCHEDULES, "hessian_power_schedule")
+    name = out["name"]
     if name == "warmup":
         w = out["warmup_steps"]
         if isinstance(w, bool) or not isinstance(w, int) or w < 0:
