@@ -115,6 +115,35 @@ def _metric(spec, trials) -> dict[str, str]:
 # ---------------------------------------------------------------- plan
 
 
+def _world_text(config: dict) -> str:
+    """``nproc x nodes = world size`` (just ``1`` for a single-process trial)."""
+    from sassha.execution import world_size
+
+    n = world_size(config)
+    nodes = config.get("nodes", 1)
+    return str(n) if nodes == 1 else f"{config.get('nproc', 1)}x{nodes}={n}"
+
+
+def _gpu_text(configs: list[dict]) -> str:
+    """What the sweep asks of the hardware: one GPU per process of each trial."""
+    from sassha.execution import world_size
+
+    worlds = [world_size(c) for c in configs] or [1]
+    on_cpu = sum(str(c.get("device", "auto")) == "cpu" for c in configs)
+    gpu = [w for w, c in zip(worlds, configs) if str(c.get("device", "auto")) != "cpu"]
+    text = f"processes per trial: {min(worlds)}" + (
+        f"-{max(worlds)}" if max(worlds) != min(worlds) else ""
+    )
+    if gpu:
+        text += (
+            f"; on GPUs (device auto/cuda): {max(gpu)} GPU(s) for the largest trial, "
+            f"{sum(gpu)} to run all {len(gpu)} at once"
+        )
+    if on_cpu:
+        text += f"; {on_cpu} trial(s) on CPU"
+    return text
+
+
 def cmd_plan(args) -> int:
     from runners.plan import passes_per_step, trial_cost
 
@@ -135,9 +164,11 @@ def cmd_plan(args) -> int:
 
     con = _console()
     table = Table(title=f"{spec.sweep_name}: {len(trials)} trials", title_justify="left")
-    cols = ("#", "variant", "axes", "seed", "epochs", "passes/step", "official", "hash", "state")
+    cols = ("#", "variant", "axes", "seed", "epochs", "world", "passes/step", "official")
+    cols += ("hash", "state")
     for col in cols:
-        table.add_column(col, justify="right" if col in ("#", "seed", "epochs") else "left")
+        right = col in ("#", "seed", "epochs", "world")
+        table.add_column(col, justify="right" if right else "left")
     total, units = 0.0, set()
     for i, t in enumerate(trials, 1):
         cost, unit = trial_cost(t)
@@ -155,6 +186,7 @@ def cmd_plan(args) -> int:
             _axes_text(t.axes),
             str(t.seed),
             epochs,
+            _world_text(t.config),
             f"{passes_per_step(t.config):.3g}",
             _official_text(t),
             t.hash,
@@ -174,6 +206,7 @@ def cmd_plan(args) -> int:
         how = "max_steps x backward passes/step, rho warm-up steps at rho = 0"
     con.print(f"{len(trials)} trials ({ended} ended, {len(trials) - ended} to run)")
     con.print(f"budget: {total:,.0f} {unit} ({how}; one Hessian-vector product = one pass)")
+    con.print(_gpu_text([t.config for t in trials]))
     if spec.budget is not None:
         b = spec.budget
         rounding = [abs(t.budget.get("rounding", 0.0)) for t in trials if t.budget]
@@ -394,7 +427,10 @@ class _Display:
         value = result.get(self.metric)
         extra = f" {self.metric}={_fmt(value)}" if value is not None else ""
         if status == "failed" and result.get("error"):
-            extra += f" error: {str(result['error']).splitlines()[0][:200]}"
+            from rich.markup import escape
+
+            # Errors quote paths and log prefixes in brackets that rich would take for markup.
+            extra += f" error: {escape(str(result['error']).splitlines()[0][:200])}"
         took = result.get("wall_time_s")
         took_s = f" ({took:.1f}s)" if isinstance(took, int | float) else ""
         self.progress.console.print(f"{where} {status:<8} {job['hash']} {axes}{extra}{took_s}")
@@ -424,6 +460,7 @@ def cmd_run(args) -> int:
         return _nothing_to_run(out, spec, trials, states, uri, workdir)
     try:
         backend, options = sweep.make_backend(name, options, workdir)
+        backend.check([{"hash": t.hash, "config": t.config} for t in todo])
     except (TypeError, ValueError, ImportError) as exc:
         raise UsageError(f"sweep: backend {name}: {exc}") from None
     parent = _open_parent_run(out, spec, uri, workdir, states, metric) if uri else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import re
 import time
 import traceback
@@ -19,6 +20,7 @@ from typing import Any
 
 from runners.lease import LEASE_FILE, Lease, describe
 from runners.tracking import _atomic_write
+from sassha.execution import world_size
 from sassha.tracking import json_safe
 
 # Per-trial-unique or machine-specific values are not MLflow params (they would make every
@@ -121,18 +123,77 @@ def execute_trial(job: dict) -> dict:
     result is ``{"status": "held", "held_by": "pid N on host"}`` and nothing runs; if the trial
     ended in another process since it was planned, that result comes back with
     ``ended_elsewhere`` set (a failed one is run again when ``retry_failed`` is set).
+
+    A trial of ``nproc * nodes > 1`` processes is started here, under the lease, with torch's
+    elastic launcher (one node; :func:`runners.launch.launch_local`); backends that start the
+    processes themselves (Slurm tasks, Ray Train workers) call :func:`execute_rank` on each.
     """
     trial_dir = Path(job["trial_dir"])
     lease, holder = Lease.acquire(trial_dir)
     if lease is None:
         return {"status": "held", "hash": job["hash"], "held_by": describe(holder or {})}
     try:
-        ended = _read_result(trial_dir)
-        if ended is not None and not (job.get("retry_failed") and ended.get("status") == "failed"):
-            return json_safe({**ended, "ended_elsewhere": True})
+        ended = _ended(job, trial_dir)
+        if ended is not None:
+            return ended
+        if world_size(job["config"]) > 1:
+            from runners.launch import launch_local
+
+            return launch_local({**job, "leased": True})
         return _execute(job, trial_dir)
     finally:
         lease.release()
+
+
+def _ended(job: dict, trial_dir: Path) -> dict | None:
+    ended = _read_result(trial_dir)
+    if ended is not None and not (job.get("retry_failed") and ended.get("status") == "failed"):
+        return json_safe({**ended, "ended_elsewhere": True})
+    return None
+
+
+def execute_rank(job: dict) -> dict:
+    """One rank's part of a data-parallel trial (``RANK`` and friends are in the environment).
+
+    Rank 0 is the trial as :func:`execute_trial` runs it (under the trial's lease, unless the
+    launcher holds it: ``job["leased"]``); it alone tracks, writes progress and the result. The
+    other ranks train silently. A rank whose trial failed raises after recording it, so that
+    the launcher stops every rank at once instead of leaving the others in a collective.
+    """
+    trial_dir = Path(job["trial_dir"])
+    ended = _ended(job, trial_dir)
+    if ended is not None:
+        return ended
+    if int(os.environ.get("RANK", "0")) != 0:
+        from sassha.trial import run
+
+        result = dict(run(dict(job["config"]), checkpoint_dir=str(trial_dir)))
+    elif job.get("leased"):
+        result = _execute(job, trial_dir)
+    else:
+        lease, holder = Lease.acquire(trial_dir)
+        if lease is None:  # raising stops the other ranks too
+            raise RuntimeError(f"trial {job['hash']} is held by {describe(holder or {})}")
+        try:
+            result = _execute(job, trial_dir)
+        finally:
+            lease.release()
+    if result.get("status") == "failed":
+        raise RankFailed(str(result.get("error", "the trial failed")).splitlines()[0])
+    return json_safe(result)
+
+
+class RankFailed(RuntimeError):
+    """A rank of a data-parallel trial failed; the trial's result records why."""
+
+
+def _lost_peer(config: Mapping[str, Any], exc: BaseException) -> bool:
+    """Whether a data-parallel trial stopped because another of its ranks died."""
+    if world_size(config) == 1:
+        return False
+    from sassha.parallel import lost_peer
+
+    return lost_peer(exc)
 
 
 # How a full disk shows itself: errno 28 from any write, SQLite's own wording for the store.
@@ -196,6 +257,11 @@ def _train(job: dict, trial_dir: Path, wrapped: _ProgressTracker) -> dict:
         raise
     except Exception as exc:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise
+        if _lost_peer(config, exc):
+            # Not this trial's failure: no result, so the launcher's restart or a rerun resumes.
+            if not wrapped.finished:
+                wrapped.finish("killed")
             raise
         result = {
             "status": "failed",

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sassha.execution import EXECUTION_KEYS, world_size
 from sassha.optim import get_spec
 from sassha.schedules import normalize_hessian_power_schedule, normalize_schedule
 from sassha.workloads import get_workload
@@ -107,12 +108,20 @@ class TrialDefaults:
     weight_decay_units: str = "paper"
     # "all" parameters, or only "matrices" (>= 2-D weights; nanoGPT's decay / no-decay split).
     weight_decay_on: str = "all"
+    # Data parallelism: processes per node and nodes (sassha.parallel); batch_size stays the
+    # global batch, so a spec means the same at any world size.
+    nproc: int = 1
+    nodes: int = 1
+    # BatchNorm statistics over the global batch (a differentiable all-reduce) instead of each
+    # rank's share; with it a BatchNorm model follows the single-process trajectory.
+    sync_batchnorm: bool = False
 
 
 _MERGED_KEYS = ("model", "data", "diagnostics")
 # Keys that may change between a checkpoint and a restart without changing what is trained.
 RESUMABLE_KEYS = frozenset(
-    {"epochs", "time_limit_s", "max_backward_passes", "device", "num_workers", "threads"}
+    {"epochs", "time_limit_s", "max_backward_passes"}
+    | EXECUTION_KEYS
     | {"max_steps", "data_root"}
     | {"pretrained_dir", "diagnostics", "eval_batch_size"}
 )
@@ -316,7 +325,17 @@ def _validate_trial_keys(c: dict[str, Any]) -> None:
         bad("weight_decay_units", "'paper' or 'optimizer'")
     if c["weight_decay_on"] not in ("all", "matrices"):
         bad("weight_decay_on", "'all' or 'matrices'")
+    for key in ("nproc", "nodes"):
+        if not _is_int(c[key]) or c[key] < 1:
+            bad(key, "an integer >= 1")
+    if not isinstance(c["sync_batchnorm"], bool):
+        bad("sync_batchnorm", "true or false")
     ranks = processes(c)
+    if c["sync_batchnorm"] and ranks > 1 and c.get("hvp_method") == "forward_over_reverse":
+        # torch.func transforms cannot trace the all-reduce the synchronised statistics need.
+        raise ValueError(
+            "sync_batchnorm needs hvp_method 'double_backward' (got 'forward_over_reverse')"
+        )
     if c["batch_size"] % (ranks * c["grad_accum_steps"]):
         raise ValueError(
             f"batch_size ({c['batch_size']}) must be divisible by grad_accum_steps "
@@ -326,8 +345,8 @@ def _validate_trial_keys(c: dict[str, Any]) -> None:
 
 
 def processes(config: Mapping[str, Any]) -> int:
-    """Processes a trial runs in (``nproc`` x ``nodes`` where the config has them)."""
-    return int(config.get("nproc") or 1) * int(config.get("nodes") or 1)
+    """Processes a trial runs in: ``nproc`` x ``nodes``."""
+    return world_size(config)
 
 
 def micro_batch_size(config: Mapping[str, Any]) -> int:

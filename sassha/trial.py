@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from sassha import checkpoint
+from sassha import checkpoint, parallel
 from sassha import sharpness as S
 from sassha.config import (
     RESUMABLE_KEYS,
@@ -34,8 +34,9 @@ from sassha.config import (
     resolve_config,
 )
 from sassha.data import stream
+from sassha.execution import world_size
 from sassha.hessian import BatchLoss, trainable_params
-from sassha.optim import build_optimizer, clip_grad_norm, get_spec
+from sassha.optim import GradientAverager, build_optimizer, clip_grad_norm, get_spec
 from sassha.optim.accumulate import MicroBatches
 from sassha.schedules import (
     HessianPowerSchedule,
@@ -186,14 +187,19 @@ class _EpochMeter:
             self.correct += stats["correct"]
         self.bad |= ~torch.isfinite(loss) | (loss > self.max_loss)
 
-    def diverged(self) -> bool:
-        return bool(self.bad)
+    def diverged(self, world: parallel.World) -> bool:
+        """Whether any rank saw a bad loss (every rank must stop at the same step)."""
+        return bool(world.any(self.bad))
 
-    def row(self, lr: float) -> dict[str, float]:
-        count = self.count + (float(self.count_t) if self.count_t is not None else 0)
-        row = {"train_loss": float(self.loss_sum) / max(count, 1), "lr": float(lr)}
+    def row(self, lr: float, world: parallel.World) -> dict[str, float]:
+        """The epoch's means over every rank's examples (sums weighted by their counts)."""
+        count_t = self.count_t if self.count_t is not None else torch.zeros_like(self.loss_sum)
+        sums = [self.loss_sum, self.correct, count_t + self.count]
+        world.sum_(sums)
+        count = float(sums[2])
+        row = {"train_loss": float(sums[0]) / max(count, 1), "lr": float(lr)}
         if self.has_acc:
-            row["train_acc"] = float(self.correct) / max(count, 1)
+            row["train_acc"] = float(sums[1]) / max(count, 1)
         return row
 
 
@@ -242,6 +248,8 @@ class Trial:
         self.history: list[dict[str, Any]] = []
         self.result: dict[str, Any] | None = None
         self._diag_loss: BatchLoss | None = None
+        self.world = parallel.World()
+        self.averager: GradientAverager | None = None
 
     @property
     def backward_passes(self) -> float:
@@ -272,15 +280,18 @@ class Trial:
             self._end(self.result["status"])
             return
         self.tracker.log_params(flatten(self.cfg))
-        self.tracker.set_tags({"status": "running"})
+        self.tracker.set_tags({"status": "running", "world_size": world_size(self.cfg)})
         try:
             with _torch_threads(self.cfg["threads"]):
                 yield from self._train(ckpt)
         except Exception as exc:  # a trial records its failure; the caller decides what next
+            if self.world.distributed and parallel.lost_peer(exc):
+                raise  # another rank died: the launcher ends the trial, the rerun resumes it
             self.result = self._summary("failed")
             self.result["error"] = f"{type(exc).__name__}: {exc}"
             self.result["traceback"] = traceback.format_exc()
         finally:
+            self.world.leave()
             self._end(self.result["status"] if self.result is not None else "killed")
 
     def _end(self, status: str) -> None:
@@ -295,15 +306,21 @@ class Trial:
             start = time.perf_counter()
             row, stop = self._train_epoch()
             if stop != "diverged":
-                with _autocast(cfg["precision"], self.device), self._evaluation_params():
-                    row.update(self.wl.evaluate(self.model, self.val_loader, self.device))
-                row.update(self._epoch_diagnostics())
+                # Evaluation and diagnostics on rank 0, over the whole validation set.
+                self.world.average_buffers(self.model)
+                if self.world.main:
+                    with _autocast(cfg["precision"], self.device), self._evaluation_params():
+                        row.update(self.wl.evaluate(self.model, self.val_loader, self.device))
+                    row.update(self._epoch_diagnostics())
             self.epoch += 1
             self.wall_time += time.perf_counter() - start
             row["wall_time_s"] = self.wall_time
             row["backward_passes"] = self.backward_passes
             if self.step_based:
                 row["steps"] = self.steps
+            # Rank 0's row (and clock) on every rank, so all take the same decisions below.
+            row = self.world.broadcast(row)
+            self.wall_time = row["wall_time_s"]
             self.history.append(row)
             self.tracker.log_metrics(row, step=self._log_step())
             if stop != "diverged":
@@ -321,9 +338,14 @@ class Trial:
     def _build(self, ckpt: Mapping[str, Any] | None) -> None:
         """Model, data, optimizer and schedule, from the seed or from ``ckpt``."""
         cfg = self.cfg
-        self.device = _pick_device(cfg["device"])
-        _seed_everything(cfg["seed"])
-        self.model = self.wl.build_model(cfg).to(self.device)
+        self.world, self.device = parallel.join(cfg, _pick_device(cfg["device"]))
+        _seed_everything(cfg["seed"])  # the same initial model on every rank
+        model = self.wl.build_model(cfg)
+        if self.world.distributed:
+            self.averager = GradientAverager()
+            if cfg["sync_batchnorm"]:
+                model = parallel.convert_sync_batchnorm(model)
+        self.model = model.to(self.device)
         self.train_loader, self.val_loader = self._loaders()
         self.opt = build_optimizer(
             cfg["optimizer"], _param_groups(self.model, cfg), model=self.model, **self.hparams
@@ -377,7 +399,7 @@ class Trial:
         sizes = [_batch_size(b) for b in batches]
         weights = [n / sum(sizes) for n in sizes] if len(batches) > 1 else [1.0]
         parts = [_Closure(self._forward, b, w) for b, w in zip(batches, weights)]
-        with clip_grad_norm(self.cfg["grad_clip_norm"]):
+        with clip_grad_norm(self.cfg["grad_clip_norm"]), self._averaging(sum(sizes)):
             if getattr(self.opt, "takes_sampled_closure", False):
                 sampled = [_Closure(self._sampled_forward, b, w) for b, w in zip(batches, weights)]
                 self.opt.step(_step_closure(parts), sampled_closure=_step_closure(sampled))
@@ -388,6 +410,14 @@ class Trial:
         self.steps += 1
         self.passes += self.warmup_passes if warm else self.passes_per_step
         return parts
+
+    def _averaging(self, examples: int):
+        """Around one step: average what the optimizer differentiates across ranks, weighted
+        by this rank's examples (a no-op in one process)."""
+        if self.averager is None:
+            return contextlib.nullcontext()
+        self.averager.set_examples(examples)
+        return self.averager
 
     def _step_groups(self) -> Iterator[list]:
         """This period's steps, each a list of micro-batches."""
@@ -417,15 +447,15 @@ class Trial:
             self.power_schedule.apply(self.steps)
             for part in self._step(micro_batches):
                 meter.add(part.loss, part.stats)
-            if ((i + 1) % check_every == 0 or i + 1 == spe) and meter.diverged():
+            if ((i + 1) % check_every == 0 or i + 1 == spe) and meter.diverged(self.world):
                 stop = "diverged"
                 break
             if budget is not None and self.backward_passes >= budget:
                 stop = "backward_passes"
                 break
-        if stop is None and meter.diverged():
+        if stop is None and meter.diverged(self.world):
             stop = "diverged"
-        row = meter.row(lr)
+        row = meter.row(lr, self.world)
         if stop != "diverged":
             if hasattr(self.opt, "diagnostics"):
                 row.update({k: float(v) for k, v in self.opt.diagnostics().items()})
@@ -446,7 +476,7 @@ class Trial:
             "stopped_by_time_limit": stop == "time_limit",
             "stopped_by_backward_passes": stop == "backward_passes",
         }
-        if status == "finished" and self.diag["sharpness"]:
+        if status == "finished" and self.diag["sharpness"] and self.world.main:
             start = time.perf_counter()
             extra.update(self._sharpness())
             extra["gen_gap"] = self.history[-1]["val_loss"] - extra["train_eval_loss"]
@@ -472,6 +502,7 @@ class Trial:
             "steps": self.steps,
             "backward_passes": self.backward_passes,
             "wall_time_s": self.wall_time,
+            "world_size": self.world.size,
         }
         out = dict(counters)
         if self.history:
@@ -510,6 +541,20 @@ class Trial:
                 f"workload {self.wl.name} samples random windows and trains by steps: "
                 "set max_steps (and eval_interval)"
             )
+        if self.world.distributed:
+            # The single-process permutation in global batches; each rank takes its share of
+            # every step's batch, in micro-batches (generator= too: each epoch's iterator draws
+            # its base seed from it, as the loader below does).
+            batches = BatchSampler(
+                RandomSampler(self.train_ds, generator=self.loader_gen),
+                cfg["batch_size"],
+                drop_last=False,
+            )
+            sampler = parallel.RankShare(batches, self.world, cfg["grad_accum_steps"])
+            train = DataLoader(
+                self.train_ds, batch_sampler=sampler, generator=self.loader_gen, **common
+            )
+            return train, val
         train = DataLoader(
             self.train_ds,
             batch_size=micro_batch_size(cfg),
@@ -523,7 +568,7 @@ class Trial:
         """This period's micro-batches, from the stream position the steps taken so far reached
         (a new loader per period: read-ahead of the last one is simply dropped)."""
         cfg = self.cfg
-        rank, world = _rank_and_world()
+        rank, world = self.world.rank, self.world.size
         sampler = stream.StreamSampler(
             len(self.train_ds),
             seed=cfg["seed"],
@@ -655,6 +700,10 @@ class Trial:
     def _save(self, result: Mapping[str, Any] | None) -> None:
         if not self.ckpt_path:
             return
+        # Every rank's RNG state (dropout, augmentation) goes into rank 0's checkpoint.
+        rank_rngs = self.world.gather(_rng_states())
+        if not self.world.main:
+            return
         state = {
             "version": CHECKPOINT_VERSION,
             "config": self.cfg,
@@ -666,17 +715,30 @@ class Trial:
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "schedule": self.schedule.state_dict(),
-            "rng": _rng_states(),
+            "rng": rank_rngs[0],
+            "rank_rng": rank_rngs,
+            "world_size": self.world.size,
             "loader_rng": self.loader_gen.get_state(),
             "result": result,
         }
         checkpoint.save(state, self.ckpt_path)
 
+    def _per_rank_batchnorm(self) -> bool:
+        return parallel.has_batchnorm(self.model) and not self.cfg["sync_batchnorm"]
+
     def _restore(self, ckpt: Mapping[str, Any]) -> None:
+        saved_world = int(ckpt.get("world_size", 1))
+        if saved_world != self.world.size and self._per_rank_batchnorm():
+            raise ValueError(
+                f"{self.ckpt_path} was written by {saved_world} process(es) with per-rank "
+                f"BatchNorm statistics, which make the trajectory depend on the world size; "
+                f"resume it with nproc * nodes = {saved_world} (now {self.world.size})"
+            )
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
-        _set_rng_states(ckpt["rng"])
+        rngs = ckpt.get("rank_rng") or [ckpt["rng"]]
+        _set_rng_states(rngs[self.world.rank] if len(rngs) == self.world.size else ckpt["rng"])
         self.loader_gen.set_state(ckpt["loader_rng"])
         self._restore_progress(ckpt)
 
@@ -714,14 +776,6 @@ def _param_groups(model: torch.nn.Module, cfg: Mapping[str, Any]) -> list[dict[s
     decay = [p for p in params if p.dim() >= 2]
     rest = [p for p in params if p.dim() < 2]
     return [{"params": decay}] + ([{"params": rest, "weight_decay": 0.0}] if rest else [])
-
-
-def _rank_and_world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _batch_size(batch: Any) -> int:

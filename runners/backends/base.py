@@ -25,6 +25,10 @@ class Backend(ABC):
 
     name: str = "base"
 
+    def check(self, jobs: list[Job]) -> None:
+        """Raise ValueError (one line) for jobs this backend can never run; before any runs."""
+        return None  # noqa: B027 - an optional hook: most backends accept every job
+
     @abstractmethod
     def run(self, jobs: list[Job], on_result: OnResult) -> None:
         """Run every job; return when all have reported."""

@@ -5,6 +5,9 @@ copy half-way) and each runs one trial at a time, so imports are paid once per w
 ``concurrent.futures.ProcessPoolExecutor``, where one dead worker breaks the whole pool, a worker
 that dies (segfault, out of memory, ``os._exit``) fails only the trial it was running and is
 replaced.
+
+A data-parallel trial (``nproc > 1``) takes ``nproc`` of the ``jobs`` slots: its worker starts
+the trial's processes through torch's elastic launcher (``runners.launch``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,30 @@ from multiprocessing.connection import wait
 
 from runners.backends.base import Backend, Job, OnResult
 from runners.execute import execute_trial
+from sassha.execution import world_size
+
+
+def check_local_world(config: dict) -> None:
+    """One-line errors for a data-parallel trial this machine cannot hold."""
+    if world_size(config) == 1:
+        return
+    if config.get("nodes", 1) != 1:
+        raise ValueError(
+            f"nodes must be 1 on the local backend (got {config['nodes']}); "
+            "run several nodes through submitit or ray"
+        )
+    device = str(config.get("device", "auto"))
+    if device == "cpu" or device == "mps":
+        return
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if device.startswith("cuda") or gpus:
+        if config["nproc"] > gpus:
+            raise ValueError(
+                f"nproc must be at most the {gpus} GPUs of this machine on a GPU run "
+                f"(got {config['nproc']}; set device: cpu for CPU processes)"
+            )
 
 
 def _failed(error: str) -> dict:
@@ -96,6 +123,14 @@ class LocalBackend(Backend):
         self.explicit_threads = threads_per_trial is not None
         self.threads = threads_per_trial or max(1, cpus // jobs)
 
+    def _slots(self, job: Job) -> int:
+        return world_size(job.get("config") or {})
+
+    def check(self, jobs: list[Job]) -> None:
+        """Refuse what this machine cannot run: several nodes, more processes than GPUs."""
+        for job in jobs:
+            check_local_world(job.get("config") or {})
+
     def run(self, jobs: list[Job], on_result: OnResult) -> None:
         if self.jobs == 1:
             if self.explicit_threads:
@@ -126,13 +161,17 @@ class LocalBackend(Backend):
         workers: list[_Worker] = []
         try:
             while pending or any(w.job is not None for w in workers):
-                for w in workers:
-                    if w.job is None and pending:
-                        w.submit(pending.pop(0))
-                while pending and len(workers) < self.jobs:
-                    w = _Worker(ctx, self.fn, self.threads)
-                    workers.append(w)
-                    w.submit(pending.pop(0))
+                # A job takes one slot per process (a data-parallel trial several); jobs start
+                # in order while they fit, and one larger than all slots runs alone.
+                used = sum(self._slots(w.job) for w in workers if w.job is not None)
+                while pending and (used == 0 or used + self._slots(pending[0]) <= self.jobs):
+                    job = pending.pop(0)
+                    w = next((w for w in workers if w.job is None), None)
+                    if w is None:
+                        w = _Worker(ctx, self.fn, self.threads)
+                        workers.append(w)
+                    w.submit(job)
+                    used += self._slots(job)
                 busy = [w for w in workers if w.job is not None]
                 ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy]))
                 for w in busy:

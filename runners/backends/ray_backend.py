@@ -13,6 +13,7 @@ and reported failed only after that.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -20,12 +21,15 @@ import sys
 import tempfile
 import time
 import traceback
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
 from runners.backends.base import Backend, Job, OnResult, Result, error_tail
+from runners.execute import RESULT_FILE
 
 # Loggers that print a full traceback for every trial error and worker death. Failures reach
 # on_result with the same text, so the console stays readable while the sweep runs.
@@ -62,18 +66,91 @@ class _PortableFn:
         return self._fn(job)
 
 
-def _trainable(config: dict, jobs: list[Job], fn: _PortableFn) -> None:
+def _world(job: Job) -> int:
+    from sassha.execution import world_size
+
+    return world_size(job.get("config") or {})
+
+
+def _trainable(config: dict, jobs: list[Job], fn: _PortableFn, train: dict) -> None:
     from ray import tune
 
     job = jobs[config["job_index"]]
     try:
-        result = fn(job)
+        result = _fit_data_parallel(job, **train) if _world(job) > 1 else fn(job)
     except Exception as exc:  # a trial's own exception becomes its failed result
         result = {
             "status": "failed",
             "error": f"{type(exc).__name__}: {exc}\n{error_tail(traceback.format_exc())}",
         }
     tune.report({"result": result})
+
+
+def _fit_data_parallel(
+    job: Job, *, cpus: float, gpus: float, storage: str, max_failures: int
+) -> Result:
+    """Run a trial of ``nproc * nodes`` processes as a Ray Train ``TorchTrainer`` of that many
+    workers, from inside its Tune trial. Ray Train sets up the process group (gloo on CPU,
+    NCCL on GPU) and restarts every worker when one dies (up to ``max_failures`` times); each
+    restart resumes from the trial's checkpoint."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trial_dir = Path(job["trial_dir"])
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    # A result left by an earlier run is not this one's (see _train_rank).
+    (trial_dir / RESULT_FILE).unlink(missing_ok=True)
+    per_worker = {"CPU": cpus} | ({"GPU": gpus} if gpus else {})
+    trainer = TorchTrainer(
+        _train_rank,
+        train_loop_config={"job": job},
+        scaling_config=ScalingConfig(
+            num_workers=_world(job), use_gpu=gpus > 0, resources_per_worker=per_worker
+        ),
+        run_config=RunConfig(
+            name=f"{_job_label(job, 0)}-{uuid.uuid4().hex[:8]}",
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=max_failures),
+        ),
+    )
+    try:
+        trainer.fit()
+    except Exception as exc:
+        return {"status": "failed", "error": error_tail(f"{type(exc).__name__}: {exc}", 10)}
+    try:  # rank 0 wrote the trial's result, as any trial does
+        return json.loads((trial_dir / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return {"status": "failed", "error": "the trial's workers ended without a result"}
+
+
+def _train_rank(config: dict) -> None:
+    """One Ray Train worker: this rank of the trial, with the torch.distributed variables set.
+    Rank 0 writes the trial's result; a failing rank raises, so Ray Train stops them all."""
+    import ray.train
+
+    from runners.execute import execute_rank
+
+    job = config["job"]
+    ctx = ray.train.get_context()
+    os.environ.update(
+        RANK=str(ctx.get_world_rank()),
+        WORLD_SIZE=str(ctx.get_world_size()),
+        LOCAL_RANK=str(ctx.get_local_rank()),
+        LOCAL_WORLD_SIZE=str(ctx.get_local_world_size()),
+    )
+    if (Path(job["trial_dir"]) / RESULT_FILE).exists():
+        # Written during this fit: an attempt before Ray Train's restart failed on its own
+        # (not by a dead worker), and would only fail the same way again.
+        return
+    execute_rank(job)
+
+
+def _local_gpus() -> int:
+    if not os.environ.get("CUDA_VISIBLE_DEVICES", "x"):
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def _default_fn() -> Callable[[Job], Result]:
@@ -197,18 +274,53 @@ class RayBackend(Backend):
             if started:
                 ray.shutdown()
 
-    def _check_resources(self) -> None:
+    def _needs(self, job: Job) -> dict[str, float]:
+        """Resources one trial holds: its Tune trial, plus one Train worker per process of a
+        data-parallel trial (the Tune trial then only drives them and takes no GPU)."""
+        world = _world(job)
+        if world == 1:
+            return {"CPU": self.cpus_per_trial, "GPU": self.gpus_per_trial}
+        return {"CPU": (world + 1) * self.cpus_per_trial, "GPU": world * self.gpus_per_trial}
+
+    def check(self, jobs: list[Job]) -> None:
+        """Before anything starts: the private cluster this backend would start must hold
+        every trial (an existing cluster is checked once connected)."""
+        if self.address is None:
+            import ray._private.utils as ray_utils
+
+            cpus = self.num_cpus or ray_utils.get_num_cpus()
+            self._check_resources(jobs, {"CPU": cpus, "GPU": _local_gpus()})
+
+    def _check_resources(self, jobs: list[Job] | None = None, total: dict | None = None) -> None:
         """Fail fast when no node could ever hold one trial (Tune would wait forever)."""
+        if total is None:
+            import ray
+
+            total = ray.cluster_resources()
+        for job in jobs or [{}]:
+            for key, amount in self._needs(job).items():
+                if amount and total.get(key, 0) < amount:
+                    world = _world(job)
+                    what = f"a trial of {world} processes" if world > 1 else "each trial"
+                    raise ValueError(
+                        f"{what} asks for {amount:g} {key} but the Ray cluster has "
+                        f"{total.get(key, 0):g} {key} in all; lower {key.lower()}s_per_trial"
+                        + (" or nproc" if world > 1 else "")
+                    )
+
+    def _max_concurrent(self, jobs: list[Job]) -> int | None:
+        """``max_concurrent`` capped so that the running trials' Train workers always fit:
+        a Tune trial holding its resources while waiting for workers that other trials hold
+        would wait forever."""
+        if all(_world(job) == 1 for job in jobs):
+            return self.max_concurrent
         import ray
 
         total = ray.cluster_resources()
-        need = {"CPU": self.cpus_per_trial, "GPU": self.gpus_per_trial}
-        for key, amount in need.items():
-            if amount and total.get(key, 0) < amount:
-                raise ValueError(
-                    f"each trial asks for {amount} {key} but the Ray cluster has "
-                    f"{total.get(key, 0):g} {key} in all; lower {key.lower()}s_per_trial"
-                )
+        biggest = max((self._needs(job) for job in jobs), key=lambda n: n["CPU"])
+        fits = [int(total.get(k, 0) // v) for k, v in biggest.items() if v]
+        cap = max(1, min(fits))
+        return cap if self.max_concurrent is None else min(cap, self.max_concurrent)
 
     # -- run -----------------------------------------------------------------------------------
 
@@ -236,9 +348,20 @@ class RayBackend(Backend):
         # Through Ray Client the Tune loop itself runs on the cluster, callbacks included;
         # results are then reported here from the returned grid instead of streamed.
         client_mode = str(self.address or "").startswith("ray://")
-        resources = {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
+        train = {
+            "cpus": self.cpus_per_trial,
+            "gpus": self.gpus_per_trial,
+            "storage": os.path.join(storage, "train"),
+            "max_failures": self.max_failures,
+        }
+
+        def resources(config: dict) -> dict[str, float]:
+            if _world(jobs[config["job_index"]]) > 1:  # the Tune trial only drives its workers
+                return {"cpu": self.cpus_per_trial}
+            return {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
+
         trainable = tune.with_resources(
-            tune.with_parameters(_trainable, jobs=jobs, fn=fn), resources
+            tune.with_parameters(_trainable, jobs=jobs, fn=fn, train=train), resources
         )
         labels = [_job_label(job, i) for i, job in enumerate(jobs)]
 
@@ -249,7 +372,7 @@ class RayBackend(Backend):
             trainable,
             param_space={"job_index": tune.grid_search(list(range(len(jobs))))},
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=self.max_concurrent,
+                max_concurrent_trials=self._max_concurrent(jobs),
                 # Reusing worker processes saves a Python start and the trial imports
                 # (seconds each) per trial; a worker that dies is replaced as usual.
                 reuse_actors=True,

@@ -56,9 +56,37 @@ _FAILED_GRACE_S = 5.0
 
 
 def _default_fn() -> Callable[[Job], Result]:
-    from runners.execute import execute_trial
+    return slurm_entry
 
-    return execute_trial
+
+def _world(job: Job) -> int:
+    from sassha.execution import world_size
+
+    return world_size(job.get("config") or {})
+
+
+def slurm_entry(job: Job) -> Result:
+    """What each Slurm task runs: the trial, or this task's rank of a data-parallel trial.
+
+    A trial of ``nproc * nodes`` processes is one Slurm job of ``nodes`` nodes with
+    ``tasks_per_node = nproc``; ``TorchDistributedEnvironment`` turns the task's Slurm variables
+    into the ``torch.distributed`` ones (``CUDA_VISIBLE_DEVICES`` is left as Slurm set it: the
+    trial picks the GPU of its local rank).
+    """
+    from runners.execute import execute_rank, execute_trial
+
+    if _world(job) == 1:
+        return execute_trial(job)
+    from submitit.helpers import TorchDistributedEnvironment
+
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    return execute_rank(job)
+
+
+def _rank_gone_or_follower(exc: BaseException) -> bool:
+    from sassha.parallel import lost_peer
+
+    return int(os.environ.get("RANK", "0")) != 0 or lost_peer(exc)
 
 
 class _TrialCall(Checkpointable):
@@ -91,6 +119,10 @@ class _TrialCall(Checkpointable):
         try:
             return fn(job)
         except Exception as exc:  # a trial's own exception becomes its failed result
+            if _world(job) > 1 and _rank_gone_or_follower(exc):
+                # A non-zero exit makes srun (--kill-on-bad-exit) stop the other ranks; a
+                # peer's death leaves no result, so Slurm's requeue or a rerun resumes.
+                raise
             return {
                 "status": "failed",
                 "error": f"{type(exc).__name__}: {exc}\n{error_tail(traceback.format_exc())}",
@@ -144,6 +176,11 @@ def _squeue_states(job_ids: list[str]) -> dict[str, str] | None:
         if len(parts) == 2:
             states[parts[0]] = parts[1]
     return states
+
+
+def _shape(job: Job) -> tuple[int, int]:
+    config = job.get("config") or {}
+    return int(config.get("nproc", 1)), int(config.get("nodes", 1))
 
 
 class SubmititBackend(Backend):
@@ -230,7 +267,8 @@ class SubmititBackend(Backend):
         # The local executor has no throttle of its own: never start more tasks than cores.
         return max(1, min(self.array_parallelism, (os.cpu_count() or 1) // self.cpus_per_task))
 
-    def _executor(self) -> submitit.AutoExecutor:
+    def _executor(self, nproc: int = 1, nodes: int = 1) -> submitit.AutoExecutor:
+        """An executor for jobs of ``nproc`` processes on each of ``nodes`` nodes."""
         self.folder.mkdir(parents=True, exist_ok=True)
         executor = submitit.AutoExecutor(
             folder=self.folder / "%j",
@@ -241,11 +279,12 @@ class SubmititBackend(Backend):
             "name": "sweep",
             "timeout_min": self.timeout_min,
             "cpus_per_task": self.cpus_per_task,
-            "nodes": 1,
-            "tasks_per_node": 1,
+            "nodes": nodes,
+            "tasks_per_node": nproc,
         }
         if self.gpus_per_node:
-            params["gpus_per_node"] = self.gpus_per_node
+            # A data-parallel trial takes one GPU per process.
+            params["gpus_per_node"] = self.gpus_per_node * nproc
         if self.mem_gb is not None:
             params["mem_gb"] = self.mem_gb
         if self.cluster == "slurm":
@@ -254,6 +293,9 @@ class SubmititBackend(Backend):
                 params["slurm_partition"] = self.partition
             if self.setup:
                 params["slurm_setup"] = self.setup
+            if nproc * nodes > 1:
+                # One rank that dies takes the others with it instead of leaving them waiting.
+                params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
         params.update(self.extra_parameters)
         executor.update_parameters(**params)
         return executor
@@ -269,7 +311,8 @@ class SubmititBackend(Backend):
 
     def _finished_result(self, sub_job) -> Result:
         try:
-            result = sub_job.result()
+            # Rank 0 (task 0) reports a data-parallel trial; the other tasks train silently.
+            result = sub_job.task(0).result()
         except Exception as exc:
             return {
                 "status": "failed",
@@ -296,7 +339,7 @@ class SubmititBackend(Backend):
         call = _TrialCall(
             self.fn if self.fn is not None else _default_fn(), threads=self.cpus_per_task
         )
-        executor = self._executor()
+        executors: dict[tuple[int, int], submitit.AutoExecutor] = {}
         chunk = self.array_limit() if self.cluster == "slurm" else 0
         concurrency = self._concurrency()
         waiting = deque(range(len(jobs)))
@@ -314,7 +357,14 @@ class SubmititBackend(Backend):
                     else:
                         take = min(len(waiting), concurrency - len(active))
                     indices = [waiting.popleft() for _ in range(take)]
-                    submitted = executor.map_array(call, [jobs[i] for i in indices])
+                    # One array per trial shape (processes per node, nodes); the others wait.
+                    shape = _shape(jobs[indices[0]])
+                    same = [i for i in indices if _shape(jobs[i]) == shape]
+                    waiting.extendleft(reversed([i for i in indices if _shape(jobs[i]) != shape]))
+                    indices = same
+                    if shape not in executors:
+                        executors[shape] = self._executor(*shape)
+                    submitted = executors[shape].map_array(call, [jobs[i] for i in indices])
                     for index, sub_job in zip(indices, submitted, strict=True):
                         active[index] = sub_job
                         self.job_ids[str(jobs[index].get("hash", index))] = str(sub_job.job_id)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from sassha.optim import build_optimizer, get_spec
 from sassha.optim.distributed import GradientAverager
+from sassha.parallel import convert_sync_batchnorm
 
 STEPS = 6
 N, D_IN, D_HID, CLASSES = 24, 5, 6, 3
@@ -41,6 +42,13 @@ CASES: dict[str, tuple[str, dict]] = {
     # max_dim=1 leaves only the (averaged) sign steps to compare.
     "splus": ("splus", dict(lr=0.01, max_dim=1, nonstandard_constant=1.0)),
 }
+# BatchNorm models, synchronised across ranks with sassha.parallel.SyncBatchNorm: statistics
+# over the global batch, differentiable (twice, for the Hessian-vector products).
+SYNC_BN_CASES: dict[str, tuple[str, dict]] = {
+    "sam_sgd_sync_bn": ("sam_sgd", dict(lr=0.05, rho=0.1)),
+    "sassha_sync_bn": ("sassha", dict(lr=0.05, lazy_hessian=2)),
+    "msassha_sync_bn": ("msassha", dict(lr=0.05, lazy_hessian=2)),
+}
 
 
 def problem(dtype: torch.dtype):
@@ -50,10 +58,11 @@ def problem(dtype: torch.dtype):
     return x, y
 
 
-def model(dtype: torch.dtype) -> torch.nn.Module:
+def model(dtype: torch.dtype, batchnorm: bool = False) -> torch.nn.Module:
     torch.manual_seed(1)
+    norm = [torch.nn.BatchNorm1d(D_HID)] if batchnorm else []
     return torch.nn.Sequential(
-        torch.nn.Linear(D_IN, D_HID), torch.nn.Tanh(), torch.nn.Linear(D_HID, CLASSES)
+        torch.nn.Linear(D_IN, D_HID), *norm, torch.nn.Tanh(), torch.nn.Linear(D_HID, CLASSES)
     ).to(dtype)
 
 
@@ -64,10 +73,13 @@ def shares(global_batch: int, world: int, sizes: list[int] | None) -> list[int]:
 
 
 def train(case: str, dtype, rank: int, world: int, sizes: list[int] | None = None):
-    """Parameters after STEPS steps of ``case`` as rank ``rank`` of ``world`` processes."""
-    name, hp = CASES[case]
+    """Parameters (and buffers) after STEPS steps of ``case`` as rank ``rank`` of ``world``."""
+    bn = case in SYNC_BN_CASES
+    name, hp = SYNC_BN_CASES[case] if bn else CASES[case]
     x, y = problem(dtype)
-    net = model(dtype)
+    net = model(dtype, batchnorm=bn)
+    if bn and world > 1:
+        net = convert_sync_batchnorm(net)
     kwargs = dict(hp)
     if "seed" in get_spec(name).defaults:
         kwargs["seed"] = 3
@@ -89,7 +101,7 @@ def train(case: str, dtype, rank: int, world: int, sizes: list[int] | None = Non
             averager.set_examples(len(mine))
             with averager:
                 opt.step(closure)
-    return [p.detach().clone() for p in net.parameters()]
+    return [t.detach().clone() for t in [*net.parameters(), *net.buffers()]]
 
 
 def worker(rank: int, world: int, init_file: str, out_dir: str, jobs: list) -> None:
