@@ -604,7 +604,7 @@ def _end_parent(uri: str, spec, workdir: Path, states, status: str) -> None:
         with locked(workdir):
             parent_id = find_parent_run(uri, spec.experiment, spec.sweep_name)
             if parent_id is not None:
-                end_stale_runs(uri, parent_id, sweep.run_status(states))
+                end_stale_runs(uri, parent_id, sweep.run_status(workdir, states))
                 finish_run(uri, parent_id, status)
     except Exception as exc:  # the trials' outcome stands; say why the store was not updated
         print(f"sweep: could not end the parent run in {uri}: {exc}", file=sys.stderr)

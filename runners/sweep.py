@@ -54,9 +54,17 @@ def to_run(trials: list[PlannedTrial], states: Mapping[str, Any], retry_failed: 
     return [t for t in trials if states[t.hash].state in wanted]
 
 
-def run_status(states: Mapping[str, Any]) -> dict[str, str]:
-    """Trial hash -> how its MLflow run should stand (see ``tracking.end_stale_runs``)."""
-    return {h: st.state for h, st in states.items()}
+def run_status(workdir: Path, states: Mapping[str, Any]) -> Callable[[str], str]:
+    """How a trial's MLflow run should stand (see ``tracking.end_stale_runs``), read from the
+    trial's folder when asked, since other processes take and end trials meanwhile."""
+    from runners.state import trial_dir, trial_state
+
+    def status_of(trial_hash: str) -> str:
+        if trial_hash not in states:  # a trial this plan no longer has
+            return "killed"
+        return trial_state(trial_dir(workdir, trial_hash)).state
+
+    return status_of
 
 
 def open_parent_run(spec, uri: str, workdir: Path, states, metric: str) -> ParentRun:
@@ -77,7 +85,7 @@ def open_parent_run(spec, uri: str, workdir: Path, states, metric: str) -> Paren
     # One parent run however many processes start this sweep at once.
     with locked(workdir):
         _, run_id = ensure_parent_run(uri, spec.experiment, spec.sweep_name, tags=parent_tags)
-        stale = end_stale_runs(uri, run_id, run_status(states))
+        stale = end_stale_runs(uri, run_id, run_status(workdir, states))
     return ParentRun(uri, spec.experiment, run_id, tags, len(stale))
 
 

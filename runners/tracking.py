@@ -268,11 +268,15 @@ def find_parent_run(uri: str, experiment: str, sweep: str, role: str = "parent")
     return found[0].info.run_id if found else None
 
 
-def end_stale_runs(uri: str, parent_run_id: str, trial_status: Mapping[str, str]) -> list[str]:
-    """End the child runs left RUNNING by a process that died. ``trial_status`` maps a trial
-    hash to ``running`` (a live lease: left alone), to how the trial ended (``finished``,
+def end_stale_runs(uri: str, parent_run_id: str, status_of: Callable[[str], str]) -> list[str]:
+    """End the child runs left RUNNING by a process that died. ``status_of(trial_hash)`` gives
+    ``running`` (a live lease: left alone), to how the trial ended (``finished``,
     ``diverged``, ``failed``: the run is closed so), or to anything else: KILLED, and the trial,
-    queued again, reopens the same run. Returns the hashes of the runs ended."""
+    queued again, reopens the same run. Returns the hashes of the runs ended.
+
+    The status is read after the query, run by run: another process takes a trial's lease
+    before it opens the trial's run, so a run found RUNNING whose lease is live is never
+    mistaken for a dead one."""
     mc = client(uri)
     parent = with_retry(lambda: mc.get_run(parent_run_id))
     found = find_runs(
@@ -284,7 +288,7 @@ def end_stale_runs(uri: str, parent_run_id: str, trial_status: Mapping[str, str]
     ended = []
     for run in found:
         trial = run.data.tags.get("trial_hash")
-        status = trial_status.get(trial or "", "killed")
+        status = status_of(trial) if trial else "killed"
         if status == "running":
             continue
         if status not in _STATUS:
