@@ -42,8 +42,8 @@ TABLES = ("generic", "accuracy", "sharpness", "label_noise", "cost")
 # Options run_report takes through **options, with their types and defaults.
 OPTIONS: dict[str, tuple[type | tuple, object]] = {
     "tables": ((str, list, tuple), "auto"),
-    "landscape": ((str, list, tuple), None),
-    "spectrum": ((str, list, tuple), None),
+    "landscape": ((str, list, tuple, dict), None),
+    "spectrum": ((str, list, tuple, dict), None),
     "landscape_steps": (int, 21),
     "landscape_radius": (float, 1.0),
     "hessian_batches": (int, 4),
@@ -293,7 +293,8 @@ def build_report(
             if opts.get(key):
                 if workdir is None:
                     raise ReportError(f"{key}: needs the sweep's working folder")
-                report.figures.append(fn(data, workdir, out, _hashes(opts[key]), opts))
+                picks = _figure_trials(data, workdir, opts[key], key, metric, mode, variant_order)
+                report.figures.append(fn(picks, out, opts))
         report.files += report.figures
         if report.verdicts:
             report.files += claimstats.write(report.verdicts, out)
@@ -317,12 +318,6 @@ def evaluate_claims(
     values = trial_values(data, names, best=best, metric=metric, mode=mode)
     frame = pd.concat([data.runs.drop(columns=names, errors="ignore"), values], axis=1)
     return claimstats.evaluate(specs, frame, data.axes)
-
-
-def _hashes(value) -> list[str]:
-    if isinstance(value, str):
-        value = value.split(",")
-    return [str(v).strip() for v in value if str(v).strip()]
 
 
 def _figures(data: SweepData, out: Path, *, metric, mode, by, agg_kw, dpi) -> list[Path]:
@@ -385,13 +380,24 @@ def _trial_dir(workdir: Path, data: SweepData, h: str) -> tuple[Path, str]:
     return exact, label
 
 
-def _landscape_figure(data, workdir, out, hashes, opts) -> Path:
+def _figure_trials(data, workdir, value, option, metric, mode, variants):
+    """``[(trial folder, label, file-name part)]`` for a figure option (analysis.figures)."""
+    from analysis.figures import parse_selections, resolve
+
+    out = []
+    for sel in parse_selections(value, option):
+        h = resolve(data, sel, option, metric=metric, mode=mode, variants=variants)
+        path, label = _trial_dir(workdir, data, h or sel.trial or sel.variant)
+        out.append((path, label, sel.name if h else path.name[:8]))
+    return out
+
+
+def _landscape_figure(picks, out, opts) -> Path:
     from analysis.landscape import trial_surface
 
     surfaces, names = {}, []
-    for h in hashes:
-        path, label = _trial_dir(workdir, data, h)
-        names.append(path.name[:8])
+    for path, label, name in picks:
+        names.append(name)
         surfaces[label] = trial_surface(
             path,
             radius=float(opts["landscape_radius"]),
@@ -405,13 +411,12 @@ def _landscape_figure(data, workdir, out, hashes, opts) -> Path:
     return plots.plot_loss_surface(surfaces, Path(out) / name, dpi=int(opts["dpi"]))
 
 
-def _spectrum_figure(data, workdir, out, hashes, opts) -> Path:
+def _spectrum_figure(picks, out, opts) -> Path:
     from analysis.landscape import trial_spectrum
 
     densities, names = {}, []
-    for h in hashes:
-        path, label = _trial_dir(workdir, data, h)
-        names.append(path.name[:8])
+    for path, label, name in picks:
+        names.append(name)
         densities[label] = trial_spectrum(
             path,
             m=int(opts["spectrum_steps"]),

@@ -157,6 +157,37 @@ def test_landscape_and_spectrum_from_a_real_checkpoint(tiny, capsys):
     assert (out / f"spectrum_{t.hash[:8]}.png").stat().st_size > 1000
 
 
+def test_figures_by_variant_name(tiny, capsys):
+    """``landscape: sgd`` finds sgd's trial through MLflow; bad names are one-line errors."""
+    from sassha.trial import run
+
+    spec_path, trials, root = tiny
+    t = next(t for t in trials if t.variant == "sgd")
+    trial_dir = root / "work" / "trials" / t.hash
+    if not (trial_dir / "checkpoint.pt").exists():
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        (trial_dir / "config.json").write_text(json.dumps(t.config))
+        run(dict(t.config), tracker=None, checkpoint_dir=str(trial_dir))
+    small = dict(landscape_steps=3, hessian_batches=1, hessian_iters=3, spectrum_steps=4)
+    out = root / "named"
+    kw = dict(out=out, formats=["png"], workdir=root / "work", spectrum_runs=1, **small)
+    assert (
+        run_report(spec_path, landscape="sgd", spectrum=[{"variant": "sgd", "seed": 0}], **kw) == 0
+    )
+    assert (out / "landscape_sgd.png").stat().st_size > 1000
+    assert (out / "spectrum_sgd_seed0.png").stat().st_size > 1000
+    capsys.readouterr()
+    for value, message in (
+        ("adam", "landscape: unknown variant 'adam' (allowed: sassha, sgd, or a trial hash)"),
+        ("sgd seed=5", "landscape: sgd: no finished trial with seed=5 (allowed: 0)"),
+        ("sgd width=5", "landscape: sgd: unknown key 'width' (allowed: seed, workload)"),
+        ("sgd seed", "landscape: expected KEY=VALUE after 'sgd' (got 'seed')"),
+    ):
+        assert run_report(spec_path, landscape=value, **kw) == 2, value
+        err = capsys.readouterr().err.strip()
+        assert err == f"sweep report: {message}", err
+
+
 def test_paper_comparison(store, tmp_path):
     trials = []
     for s, (acc, lam) in enumerate([(0.720, 100.0), (0.724, 110.0)]):
