@@ -24,6 +24,7 @@ from analysis.aggregate import (
 )
 from analysis.load import SweepData, subset
 from analysis.tables import (
+    GLUE_COLUMNS,
     SHARPNESS_METRICS,
     Table,
     accuracy_table,
@@ -31,13 +32,15 @@ from analysis.tables import (
     cost_table,
     fmt_number,
     generic_table,
+    glue_table,
+    glue_task,
     is_percent,
     label_noise_table,
     sharpness_table,
 )
 
 FORMATS = ("md", "csv", "tex", "png")
-TABLES = ("generic", "accuracy", "sharpness", "label_noise", "cost")
+TABLES = ("generic", "accuracy", "sharpness", "glue", "label_noise", "cost")
 
 # Options run_report takes through **options, with their types and defaults.
 OPTIONS: dict[str, tuple[type | tuple, object]] = {
@@ -161,6 +164,8 @@ def _wanted_tables(option, data: SweepData, *, budget: bool) -> list[str]:
         out.append("accuracy")
     if any(f"metrics.{m}" in runs for m, _ in SHARPNESS_METRICS if m != "val_acc"):
         out.append("sharpness")
+    if any(glue_task(w) for w in runs["workload"]):
+        out.append("glue")
     if axes == ["label_noise"]:
         out.append("label_noise")
     epochs = runs["params.epochs"].nunique() if "params.epochs" in runs else 0
@@ -254,6 +259,11 @@ def build_report(
             report.tables.append(
                 sharpness_table(aggregate(data, names, by=cell_by, **agg_kw), cell_by)
             )
+    if "glue" in wanted:
+        names = sorted({m for ms in GLUE_COLUMNS.values() for m in ms if f"metrics.{m}" in runs})
+        if names:
+            agg = aggregate(data, names, by=["workload", "variant"], **agg_kw)
+            report.tables.append(glue_table(agg))
     if "label_noise" in wanted and "params.label_noise" in runs:
         lby = ["workload", "variant", "params.label_noise"]
         report.tables.append(label_noise_table(aggregate(data, [metric], by=lby, **agg_kw), metric))

@@ -259,6 +259,48 @@ def accuracy_table(agg: pd.DataFrame, metric: str, *, variant_col: str = "varian
     )
 
 
+# Table 4's columns: each GLUE task's own metrics, in the paper's order.
+GLUE_COLUMNS = {
+    "cola": ("val_matthews",),
+    "sst2": ("val_acc",),
+    "mrpc": ("val_acc", "val_f1"),
+    "stsb": ("val_spearman", "val_pearson"),
+    "qqp": ("val_f1", "val_acc"),
+    "mnli": ("val_acc",),
+    "qnli": ("val_acc",),
+    "rte": ("val_acc",),
+}
+
+
+def glue_task(workload: str) -> str | None:
+    """The GLUE task of a workload named ``*glue_*_<task>`` (None for other workloads)."""
+    task = str(workload).rsplit("_", 1)[-1]
+    return task if "glue_" in str(workload) and task in GLUE_COLUMNS else None
+
+
+def glue_table(agg: pd.DataFrame) -> Table:
+    """Table 4: one row per optimizer, one column per (task, metric); ``agg`` is grouped by
+    workload and variant."""
+    tasks = {glue_task(w): w for w in dict.fromkeys(agg["workload"]) if glue_task(w)}
+    columns = [(t, m) for t in GLUE_COLUMNS if t in tasks for m in GLUE_COLUMNS[t]]
+    variants = list(dict.fromkeys(agg["variant"]))
+    rows = []
+    for v in variants:
+        row: list = [v]
+        for i, (t, m) in enumerate(columns):
+            hit = agg[(agg["workload"] == tasks[t]) & (agg["variant"] == v)]
+            row.append(_cell(hit.iloc[0], m, show_n=(i == 0)) if len(hit) else "")
+        rows.append(row)
+    header = ["variant", *(f"{t} {metric_label(m.removeprefix('val_'))}" for t, m in columns)]
+    return Table(
+        "glue",
+        "GLUE dev metrics per task and optimizer (mean ± std over seeds; Table 4 layout)",
+        header,
+        rows,
+        agg.copy(),
+    )
+
+
 def sharpness_table(agg: pd.DataFrame, by: list[str]) -> Table:
     """Tables 1 and 7: sharpness of the solution and generalization, one row per group."""
     present = [(m, label) for m, label in SHARPNESS_METRICS if f"{m}_mean" in agg]

@@ -30,6 +30,20 @@ MODEL_KEYS: dict[str, dict[str, str]] = {
     "gpt1": _GPT1,
     "gpt2": {**_GPT1, "bias": BOOL, "scale_attn_by_inverse_layer_idx": BOOL},
     "squeezebert": {"pretrained_dir": PATH},
+    # the synthetic GLUE twins build theirs from a config (sassha.workloads.glue)
+    "squeezebert_config": {
+        **{
+            k: INT
+            for k in (
+                "vocab_size",
+                "hidden_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "intermediate_size",
+            )
+        },
+        "initializer_range": NUMBER,
+    },
 }
 
 _GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
@@ -82,12 +96,27 @@ WORKLOADS: dict[str, dict[str, Any]] = {
         )
         for task in _GLUE_TASKS
     },
+    **{
+        f"synthetic_glue_{task}": _entry(
+            "squeezebert_config", "glue", ("val_loss", *_GLUE_METRICS.get(task, ("val_acc",)))
+        )
+        for task in _GLUE_TASKS
+    },
 }
 
 # Logged by every trial (sassha.trial): per epoch, and in the final summary.
 TRIAL_METRICS = ("train_loss", "lr", "backward_passes", "steps", "epochs_completed", "wall_time_s")
 CLASSIFICATION_TRIAL_METRICS = ("train_acc",)
 SUMMARY_METRICS = (
+    "sharpness_examples",
+    "lambda_max_iters",
+    "lambda_max_rel_change",
+    "lambda_max_converged",
+    "hessian_trace_iters",
+    "hessian_trace_rel_change",
+    "hessian_trace_rel_stderr",
+    "hessian_trace_converged",
+    "sharpness_base_loss",
     "train_eval_loss",
     "train_eval_acc",
     "gen_gap",

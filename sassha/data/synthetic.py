@@ -101,3 +101,81 @@ def synthetic_lm_datasets(
     train = TokenBlocks(ids[: num_train_tokens + 1], block_size)
     val = TokenBlocks(ids[num_train_tokens + 1 :], block_size)
     return train, val
+
+
+# -- GLUE-shaped sentence (pair) tasks -----------------------------------------------------------
+
+# Token ids 0-4 are [PAD], [UNK], [CLS], [SEP], [MASK], as in BERT vocabularies.
+GLUE_SPECIAL = {"pad": 0, "cls": 2, "sep": 3}
+_FIRST_WORD = 5
+
+
+def synthetic_glue_datasets(
+    *,
+    num_labels: int,
+    pair: bool,
+    num_train: int,
+    num_val: int,
+    vocab_size: int = 64,
+    max_length: int = 16,
+    signal: float = 0.6,
+    seed: int = DATA_SEED,
+):
+    """``(train, val)`` :class:`sassha.data.glue.EncodedPairs` shaped like a GLUE task.
+
+    The word vocabulary is split into ``num_labels`` bands (two for regression). A sentence's
+    words come from its label's band with probability ``signal`` and uniformly otherwise, so a
+    bag of words predicts the label well but not perfectly; pair tasks draw both sentences so,
+    the second one with token type 1. Regression (``num_labels == 1``, STS-B's 0-5 scale): each
+    word comes from the "high" band with probability ``score / 5`` and from the "low" band
+    otherwise, so the share of high-band words grows linearly with the score.
+    """
+    from sassha.data.glue import EncodedPairs
+
+    gen = torch.Generator().manual_seed(int(seed))
+    words = vocab_size - _FIRST_WORD
+    bands = max(num_labels, 2)
+    if words < 2 * bands:
+        raise ValueError(f"synthetic GLUE vocab_size must be >= {_FIRST_WORD + 2 * bands}")
+    width = words // bands
+    regression = num_labels == 1
+
+    def sentence(length: int, band: int, p: float) -> list[int]:
+        if regression:  # the low band where the high one is not drawn
+            uniform = torch.randint(0, width, (length,), generator=gen)
+        else:
+            uniform = torch.randint(0, words, (length,), generator=gen)
+        banded = torch.randint(0, width, (length,), generator=gen) + band * width
+        use = torch.rand(length, generator=gen) < p
+        return (torch.where(use, banded, uniform) + _FIRST_WORD).tolist()
+
+    def split(n: int):
+        enc: dict[str, list[list[int]]] = {
+            k: [] for k in ("input_ids", "token_type_ids", "attention_mask")
+        }
+        labels: list = []
+        for _ in range(int(n)):
+            if regression:
+                score = 5.0 * float(torch.rand((), generator=gen))
+                band, p, label = 1, score / 5.0, score
+            else:
+                label = int(torch.randint(0, num_labels, (), generator=gen))
+                band, p = label, signal
+            half = (max_length - 3) // 2 if pair else max_length - 2
+            length = int(torch.randint(max(2, half // 2), half + 1, (), generator=gen))
+            if pair:
+                a = sentence(length, band, p)
+                b = sentence(length, band, p)
+                ids = [GLUE_SPECIAL["cls"], *a, GLUE_SPECIAL["sep"], *b, GLUE_SPECIAL["sep"]]
+                types = [0] * (len(a) + 2) + [1] * (len(b) + 1)
+            else:
+                a = sentence(length, band, p)
+                ids = [GLUE_SPECIAL["cls"], *a, GLUE_SPECIAL["sep"]]
+                types = [0] * len(ids)
+            enc["input_ids"].append(ids)
+            enc["token_type_ids"].append(types)
+            enc["attention_mask"].append([1] * len(ids))
+            labels.append(label)
+        return EncodedPairs(enc, labels, regression)
+
+    return split(num_train), split(num_val)

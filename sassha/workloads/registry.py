@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sassha.workloads.base import Workload
 from sassha.workloads.digits import digits_workloads
-from sassha.workloads.glue import glue_workloads
+from sassha.workloads.glue import glue_workloads, synthetic_glue_workloads
 from sassha.workloads.gpt2 import gpt2_workloads
 from sassha.workloads.language import language_workloads
 from sassha.workloads.synthetic import synthetic_workloads
@@ -14,8 +14,8 @@ from sassha.workloads.vision import vision_workloads
 def _build() -> dict[str, Workload]:
     found: dict[str, Workload] = {}
     real = [*digits_workloads(), *vision_workloads(), *language_workloads(), *glue_workloads()]
-    gpt2 = gpt2_workloads()
-    for wl in [*real, *synthetic_workloads({w.name: w for w in real}), *gpt2]:
+    synthetic = [*synthetic_workloads({w.name: w for w in real}), *synthetic_glue_workloads()]
+    for wl in [*real, *synthetic, *gpt2_workloads()]:
         if wl.name in found:
             raise RuntimeError(f"workload {wl.name!r} registered twice")
         found[wl.name] = wl

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from sassha.data.glue import GLUE_TASKS
+from sassha.data.glue import GLUE_TASKS, collate_padded
 from sassha.workloads import DataRootError, get_workload
 from sassha.workloads.glue import glue_metrics
 
@@ -252,3 +252,31 @@ def test_label_noise_on_glue_relabels_dict_examples(tmp_path, pretrained):
     assert batch["labels"].tolist() == train.targets[:4]
     with pytest.raises(ValueError, match="does not apply to STS-B"):
         get_workload("glue_squeezebert_stsb").build_data({**cfg, "data_root": str(tmp_path)})
+
+
+@pytest.mark.parametrize("task", ["cola", "mrpc", "stsb", "mnli"])
+def test_synthetic_twins_keep_the_glue_format_and_metrics(task):
+    wl = get_workload(f"synthetic_glue_{task}")
+    assert wl.task == "glue" and wl.collate_fn is collate_padded
+    cfg = {"max_length": 12, "data": {"num_train": 64, "num_val": 32}, "model": {"hidden_size": 16}}
+    train, val = wl.build_data(cfg)
+    again, _ = wl.build_data(cfg)
+    assert len(train) == 64 and len(val) == 32
+    assert torch.equal(train[5]["input_ids"], again[5]["input_ids"])  # fixed data, any process
+    batch = next(iter(DataLoader(train, batch_size=8, collate_fn=wl.collate_fn)))
+    ids, types = batch["input_ids"], batch["token_type_ids"]
+    assert ids.shape[1] <= 12 and (ids[:, 0] == 2).all()  # [CLS] first
+    pair = GLUE_TASKS[task].text_b is not None
+    assert bool((types == 1).any()) == pair  # the second sentence has token type 1
+    model = wl.build_model(cfg)
+    assert model.config.hidden_size == 16 and model.num_labels == GLUE_TASKS[task].num_labels
+    loss, stats = wl.loss(model, batch)
+    assert torch.isfinite(loss) and stats["count"] == 8
+    metrics = wl.evaluate(model, DataLoader(val, batch_size=8, collate_fn=wl.collate_fn), "cpu")
+    expected = {"cola": "val_matthews", "mrpc": "val_f1", "stsb": "val_pearson"}.get(
+        task, "val_acc"
+    )
+    assert expected in metrics
+    if task == "stsb":
+        assert batch["labels"].dtype == torch.float32
+        assert 0.0 <= float(batch["labels"].min()) and float(batch["labels"].max()) <= 5.0
