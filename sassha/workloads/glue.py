@@ -258,6 +258,8 @@ SYNTHETIC_SQUEEZEBERT = {
 
 def _synthetic_model_fn(task_name: str):
     def build(config):
+        from sassha.data.glue import GLUE_TASKS
+
         tf = _transformers()
         sizes = {**SYNTHETIC_SQUEEZEBERT, **_overrides(config, "model")}
         sizes = {k: float(v) if k == "initializer_range" else int(v) for k, v in sizes.items()}
@@ -277,6 +279,7 @@ def _synthetic_model_fn(task_name: str):
 
 def _synthetic_data_fn(task_name: str):
     def build(config):
+        from sassha.data.glue import GLUE_TASKS
         from sassha.data.synthetic import synthetic_glue_datasets
 
         d, m = _overrides(config, "data"), _overrides(config, "model")
@@ -297,6 +300,8 @@ def synthetic_glue_workloads() -> list[GlueWorkload]:
     """``synthetic_glue_<task>``: GLUE's input format (``[CLS] a [SEP] b [SEP]``, token types,
     per-batch padding) and the task's own metrics on generated sentences, with a SqueezeBERT
     built from a config; nothing is downloaded (``transformers`` is still needed)."""
+    from sassha.data.glue import GLUE_TASKS, collate_padded
+
     out = []
     for name, task in GLUE_TASKS.items():
         out.append(
@@ -307,7 +312,9 @@ def synthetic_glue_workloads() -> list[GlueWorkload]:
                 model_fn=_synthetic_model_fn(name),
                 data_fn=_synthetic_data_fn(name),
                 collate_fn=collate_padded,
-                defaults=trial_defaults(3, 16, {"name": "constant"}, max_length=16),
+                defaults=trial_defaults(
+                    3, 16, {"name": "constant"}, max_length=16, grad_clip_norm=GLUE_GRAD_CLIP_NORM
+                ),
                 optimizer_defaults={k: dict(v) for k, v in GLUE_OPTIMIZERS.items()},
                 description=f"synthetic sentence{' pairs' if task.text_b is not None else 's'} "
                 f"shaped like GLUE {task.folder}, tiny SqueezeBERT from a config",
