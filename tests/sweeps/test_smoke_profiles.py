@@ -129,8 +129,10 @@ def test_smoke_profile_runs(name, profile, tmp_path, capsys, store):
         if result["status"] == "finished":
             if "val_acc" in result:
                 assert 0.0 <= result["val_acc"] <= 1.0
-            else:  # a language model
+            elif "val_ppl" in result:  # a language model
                 assert math.isfinite(result["val_loss"]) and result["val_ppl"] > 1.0
+            else:  # STS-B, a regression
+                assert -1.0 <= result["val_pearson"] <= 1.0
             if t.config.get("max_steps") is not None:  # step-based: evaluation periods
                 assert result["steps"] == t.config["max_steps"]
             else:
