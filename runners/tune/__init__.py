@@ -41,7 +41,7 @@ from runners.tune.study import (
     recover_orphans,
     run_local_study,
 )
-from runners.tune.tracking import start_study_run
+from runners.tune.tracking import end_orphan_runs, start_study_run
 
 EXIT_OK, EXIT_FAILED = 0, 1
 TUNE_BACKENDS = ("local", "ray")
@@ -134,9 +134,11 @@ def run_tune(
     done = ended_count(study)
     uri = resolve_tracking_uri(spec, tracking_uri)
     tracking = start_study_run(spec, uri, spec_path, store_desc)
+    if tracking:
+        end_orphan_runs(tracking, recovered)
     print(
         f"study {spec.sweep_name}: {done} of {settings.n_trials} trials done"
-        + (f", {recovered} interrupted trial(s) re-queued" if recovered else "")
+        + (f", {len(recovered)} interrupted trial(s) re-queued" if recovered else "")
         + f"; {settings.sampler} sampler, {settings.pruner} pruner; {metric} ({mode}) over "
         f"seeds {spec.seeds}; storage {store_desc}",
         flush=True,

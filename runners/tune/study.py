@@ -80,13 +80,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def recover_orphans(study) -> int:
+def recover_orphans(study) -> list[int]:
     """Trials left RUNNING by a dead worker on this host: mark FAIL and queue their params again
-    (their seeds resume from the checkpoints). Workers on other hosts are left alone."""
+    (their seeds resume from the checkpoints). Workers on other hosts are left alone. Returns
+    the numbers of the trials recovered."""
     from optuna.trial import TrialState
 
     host = socket.gethostname()
-    n = 0
+    recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         whost, _, pid = t.user_attrs.get("worker", "").rpartition(":")
         if whost != host or not pid.isdigit() or _pid_alive(int(pid)):
@@ -96,8 +97,8 @@ def recover_orphans(study) -> int:
             study.enqueue_trial(
                 t.params, user_attrs={"resumed_from": t.number}, skip_if_exists=False
             )
-        n += 1
-    return n
+        recovered.append(t.number)
+    return recovered
 
 
 def ended_count(study) -> int:
@@ -185,6 +186,9 @@ class Objective:
         except PointFailed as exc:
             status = "failed"
             ot_trial.set_user_attr("error", str(exc))
+            raise
+        except BaseException:  # Ctrl-C or a stopped worker: the point did not finish
+            status = "killed"
             raise
         finally:
             if tracker:

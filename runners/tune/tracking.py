@@ -76,6 +76,25 @@ def start_study_run(spec: Spec, uri: str | None, spec_path, storage: str) -> Stu
     return StudyTracking(uri, spec.experiment, run_id, spec.sweep_name)
 
 
+def end_orphan_runs(tracking: StudyTracking, numbers: list[int]) -> int:
+    """Mark KILLED the point and seed runs that the recovered Optuna trials ``numbers`` left
+    RUNNING when their worker died; the re-queued points open runs of their own."""
+    from runners.tracking import client, find_runs, set_tags, with_retry
+
+    if not numbers:
+        return 0
+    mc = client(tracking.uri)
+    study_run = with_retry(lambda: mc.get_run(tracking.study_run_id))
+    ended = 0
+    for number in numbers:
+        tags = {"sweep": tracking.sweep, "optuna_trial": str(number)}
+        for run in find_runs(mc, study_run.info.experiment_id, tags, status="RUNNING"):
+            set_tags(mc, run.info.run_id, {"status": "killed"})
+            with_retry(lambda r=run: mc.set_terminated(r.info.run_id, status="KILLED"))
+            ended += 1
+    return ended
+
+
 def record_best(tracking: StudyTracking, best, metric: str, n_trials: int, best_file: Path):
     """The best point on the study's run (params, metrics, tags, the variant file); close it."""
     from mlflow.entities import Metric, Param

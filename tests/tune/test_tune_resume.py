@@ -26,8 +26,23 @@ def _study(work):
 def _cmd(spec, work):
     return [
         sys.executable, "-m", "runners.cli", "tune", str(spec),
-        "--workdir", str(work), "--tracking-uri", "none",
+        "--workdir", str(work), "--tracking-uri", _store(work),
     ]  # fmt: skip
+
+
+def _store(work):
+    return f"sqlite:///{work.parent / 'mlflow.db'}"
+
+
+def _runs_by_status(work):
+    from mlflow.tracking import MlflowClient
+
+    mc = MlflowClient(_store(work))
+    runs = [r for e in mc.search_experiments() for r in mc.search_runs([e.experiment_id])]
+    out = {}
+    for r in runs:
+        out.setdefault(r.info.status, []).append(r.data.tags.get("optuna_trial"))
+    return out
 
 
 def _checkpoints(work):
@@ -111,3 +126,7 @@ def test_killed_study_resumes_without_repeating_finished_trials(tmp_path):
     for epoch, value in epochs_before.items():
         assert resumed.intermediate_values[epoch] == value
     assert (work / "best_variant.yaml").exists()
+    # the killed point's MLflow runs (its own and its seeds') were ended, none left RUNNING
+    runs = _runs_by_status(work)
+    assert "RUNNING" not in runs, runs
+    assert str(killed_in.number) in runs.get("KILLED", []), runs
