@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import FakeTrial, log_sweep
+from analysis_helpers import FakeTrial, log_sweep
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from scipy import stats

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FakeTrial, log_sweep
+from analysis_helpers import FakeTrial, log_sweep
 from scipy import stats
 
 from analysis import claims as C

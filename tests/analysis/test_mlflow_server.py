@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import FakeTrial, log_sweep
+from analysis_helpers import FakeTrial, log_sweep
 
 # Generous: on a loaded 2-core machine the server's imports alone take a minute.
 START_TIMEOUT_S = 180

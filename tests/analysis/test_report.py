@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from conftest import FakeTrial, log_sweep
+from analysis_helpers import FakeTrial, log_sweep
 
 from analysis.load import load_sweep
 from analysis.report import build_report

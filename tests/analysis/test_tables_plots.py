@@ -3,7 +3,7 @@ import struct
 
 import pandas as pd
 import pytest
-from conftest import FakeTrial, log_sweep
+from analysis_helpers import FakeTrial, log_sweep
 
 from analysis import plots
 from analysis.aggregate import aggregate
