@@ -18,22 +18,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from runners.files import CONFIG_FILE, PROGRESS_FILE, RESULT_FILE, write_json
 from runners.lease import LEASE_FILE, Lease, describe
-from runners.tracking import _atomic_write
 from sassha.execution import world_size
 from sassha.tracking import json_safe
 
 # Per-trial-unique or machine-specific values are not MLflow params (they would make every
 # run's params differ and hide the ones that matter in comparisons).
 PARAM_EXCLUDE = ("data_root", "checkpoint_dir", "trial_dir", "tracking", "hash", "device")
-RESULT_FILE = "result.json"
 RUNNING_FILE = LEASE_FILE
-PROGRESS_FILE = "progress.json"
-CONFIG_FILE = "config.json"
-
-
-def write_json(path: Path, data: Any) -> None:
-    _atomic_write(path, json.dumps(json_safe(data), indent=2, sort_keys=True) + "\n")
 
 
 class _ProgressTracker:
@@ -139,7 +132,7 @@ def execute_trial(job: dict) -> dict:
         if world_size(job["config"]) > 1:
             from runners.launch import launch_local
 
-            return launch_local({**job, "leased": True})
+            return launch_local({**job, "leased": True}, execute_rank)
         return _execute(job, trial_dir)
     finally:
         lease.release()

@@ -16,20 +16,22 @@ import time
 import uuid
 from pathlib import Path
 
-from runners.execute import RESULT_FILE, execute_rank, write_json
+from runners.files import RESULT_FILE, write_json
 from sassha.tracking import json_safe
 
 
-def _rank_entry(job: dict) -> dict:
+def _rank_entry(rank_fn, job: dict) -> dict:
     from torch.distributed.elastic.multiprocessing.errors import record
 
     # record() writes the rank's exception to the file the agent reads, so the launcher can
     # say which rank failed and why.
-    return record(execute_rank)(job)
+    return record(rank_fn)(job)
 
 
-def launch_local(job: dict) -> dict:
-    """Run ``job`` as ``nproc`` processes on this node; returns rank 0's result."""
+def launch_local(job: dict, rank_fn) -> dict:
+    """Run ``job`` as ``nproc`` processes on this node, each calling ``rank_fn(job)`` (a
+    module-level function, so spawned processes can import it: ``execute.execute_rank``);
+    returns rank 0's result."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -54,7 +56,7 @@ def launch_local(job: dict) -> dict:
         start_method="spawn",
     )
     try:
-        results = elastic_launch(launch, _rank_entry)(job)
+        results = elastic_launch(launch, _rank_entry)(rank_fn, job)
     except ChildFailedError as exc:
         return _after_failure(job, exc, start)
     return json_safe(results[0])

@@ -355,10 +355,18 @@ class RayBackend(Backend):
             "max_failures": self.max_failures,
         }
 
+        # Plain numbers only: Tune pickles this function for the workers, and a closure over
+        # ``self`` would drag the trial function along by reference (a test or script module
+        # that the workers cannot import; _PortableFn carries that one lazily).
+        per_job = [
+            {"cpu": self.cpus_per_trial}  # a data-parallel Tune trial only drives its workers
+            if _world(job) > 1
+            else {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
+            for job in jobs
+        ]
+
         def resources(config: dict) -> dict[str, float]:
-            if _world(jobs[config["job_index"]]) > 1:  # the Tune trial only drives its workers
-                return {"cpu": self.cpus_per_trial}
-            return {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
+            return per_job[config["job_index"]]
 
         trainable = tune.with_resources(
             tune.with_parameters(_trainable, jobs=jobs, fn=fn, train=train), resources
