@@ -376,6 +376,11 @@ class SubmititBackend(Backend):
                         result = self._finished_result(sub_job)
                     else:
                         result = self._dead_result(sub_job, "exited")
+                    if _world(jobs[index]) > 1:
+                        # Rank 0 has answered; a rank still waiting on it (its own failure
+                        # left them in a rendezvous or collective) would hold the node forever.
+                        with contextlib.suppress(Exception):
+                            sub_job.cancel(check=False)
                     on_result(jobs[index], result)
 
                 if self.cluster == "slurm" and active:
