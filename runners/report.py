@@ -50,7 +50,7 @@ def run_report(
     and prints the seeds per side its claims need instead of the report.
     """
     from analysis.load import load_sweep
-    from analysis.report import ReportError, build_report
+    from analysis.report import ReportError
     from runners.plan import default_metric, plan
     from runners.state import workdir_for
     from runners.tracking import resolve_tracking_uri
@@ -66,21 +66,7 @@ def run_report(
         workdir = workdir_for(spec.sweep_name, workdir)
         out = Path(out) if out else workdir / "reports"
         data = load_sweep(spec.sweep_name, tracking_uri, experiment=spec.experiment)
-        report = build_report(
-            data,
-            metric=metric["name"],
-            mode=metric.get("mode", "max"),
-            out=out,
-            formats=formats,
-            best=best,
-            paper=paper,
-            planned_hashes=[t.hash for t in trials],
-            variant_order=list(spec.variants),
-            budget=spec.budget is not None,
-            workdir=workdir,
-            claims=spec.claims,
-            **opts,
-        )
+        report = _build(spec, trials, data, metric, out, formats, best, paper, workdir, opts)
     except (SpecError, ReportError, FileNotFoundError, ValueError) as exc:
         print(f"sweep report: {exc}", file=sys.stderr)
         return 2
@@ -161,7 +147,6 @@ def publish_to_parent(spec, trials, uri: str, parent_id: str, workdir: Path) -> 
     as artifacts of the parent run (``report/``), so that the MLflow UI shows the tables and
     figures beside the runs. Returns the folder, or None when no trial has logged yet."""
     from analysis.load import load_sweep
-    from analysis.report import build_report
     from runners import tracking
     from runners.plan import default_metric
 
@@ -171,21 +156,8 @@ def publish_to_parent(spec, trials, uri: str, parent_id: str, workdir: Path) -> 
     if data.runs.empty:
         return None
     _, best, paper, opts = _options(spec, spec.path, ["md", "csv", "png"], False, False, {})
-    report = build_report(
-        data,
-        metric=metric["name"],
-        mode=metric.get("mode", "max"),
-        out=out,
-        formats=["md", "csv", "png"],
-        best=best,
-        paper=paper,
-        planned_hashes=[t.hash for t in trials],
-        variant_order=list(spec.variants),
-        budget=spec.budget is not None,
-        workdir=workdir,
-        claims=spec.claims,
-        **opts,
-    )
+    formats = ["md", "csv", "png"]
+    report = _build(spec, trials, data, metric, out, formats, best, paper, workdir, opts)
     summary = out / "report.md"
     summary.write_text(
         report.to_markdown(f"{spec.sweep_name}: {metric['name']} ({metric.get('mode', 'max')})")
@@ -195,3 +167,24 @@ def publish_to_parent(spec, trials, uri: str, parent_id: str, workdir: Path) -> 
     for path in sorted({*map(Path, report.files), summary}):
         tracking.with_retry(lambda p=path: mc.log_artifact(parent_id, str(p), "report"))
     return out
+
+
+def _build(spec, trials, data, metric, out, formats, best, paper, workdir, opts):
+    """The report of ``spec``'s planned ``trials`` over the runs in ``data``."""
+    from analysis.report import build_report
+
+    return build_report(
+        data,
+        metric=metric["name"],
+        mode=metric.get("mode", "max"),
+        out=out,
+        formats=formats,
+        best=best,
+        paper=paper,
+        planned_hashes=[t.hash for t in trials],
+        variant_order=list(spec.variants),
+        budget=spec.budget is not None,
+        workdir=workdir,
+        claims=spec.claims,
+        **opts,
+    )
