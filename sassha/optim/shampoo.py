@@ -18,6 +18,9 @@ Each mode's root is ``-1/n`` (the original Shampoo), not the ``-1/(2n)`` of late
 a vector is preconditioned by a full ``d x d`` matrix with power ``-1``. That root makes the
 update sensitive to rounding where a statistic is ill-conditioned (``eps`` small against
 ``G G^T``): on the golden conv-net run, rounding differences of 1e-16 grow about 100x per step.
+So every sum and product here is taken in torch-optimizer's order (momentum as ``mul`` then
+``add``, the statistic's increment added after the product, the last mode multiplied from the
+right): in one process the two give the same bits, even there.
 """
 
 from __future__ import annotations
@@ -35,15 +38,8 @@ def _inverse_root(stat: Tensor, order: int) -> Tensor:
     """``stat ** (-1/order)`` for a symmetric positive semi-definite ``stat``, through its SVD:
     singular values are never negative, so rounding cannot make a fractional power NaN (an
     eigendecomposition can return eigenvalues just below 0 when ``eps`` is tiny)."""
-    u, s, vh = torch.linalg.svd(stat)
-    return (u * s.pow(-1.0 / order)) @ vh
-
-
-def _mode_product(mat: Tensor, g: Tensor, mode: int) -> Tensor:
-    """``mat x_mode g``: ``mat`` applied to the mode-``mode`` fibres of ``g``."""
-    moved = g.movedim(mode, 0)
-    out = mat @ moved.reshape(moved.shape[0], -1)
-    return out.reshape(moved.shape).movedim(0, mode)
+    u, s, vh = torch.linalg.svd(stat, full_matrices=False)
+    return u @ s.pow(-1.0 / order).diag() @ vh
 
 
 class Shampoo(torch.optim.Optimizer):
@@ -95,10 +91,11 @@ class Shampoo(torch.optim.Optimizer):
         if group["momentum"] > 0:
             bufs = [self.state[p]["momentum_buffer"] for p in params]
             if foreach:
-                torch._foreach_lerp_(grads, bufs, group["momentum"])
+                torch._foreach_mul_(grads, 1 - group["momentum"])
+                torch._foreach_add_(grads, bufs, alpha=group["momentum"])
             else:
                 for g, b in zip(grads, bufs):
-                    g.lerp_(b, group["momentum"])
+                    g.mul_(1 - group["momentum"]).add_(b, alpha=group["momentum"])
         if group["weight_decay"] > 0:
             if foreach:
                 torch._foreach_add_(grads, params, alpha=group["weight_decay"])
@@ -133,12 +130,18 @@ class Shampoo(torch.optim.Optimizer):
 
     @staticmethod
     def _precondition(st: dict, g: Tensor, update_freq: int) -> Tensor:
-        order = g.dim()
+        order, shape = g.dim(), g.shape
         refresh = st["step"] % update_freq == 0
         for i in range(order):
-            unfolded = g.movedim(i, 0).reshape(g.shape[i], -1)
-            st[f"stat_{i}"].addmm_(unfolded, unfolded.T)
+            # Mode i first by swapping it with the leading axis of the current layout: after the
+            # loop's swaps the leading axis is mode i and the rest keep their relative order.
+            g = g.transpose(0, i).contiguous()
+            unfolded = g.view(g.shape[0], -1)
+            st[f"stat_{i}"].add_(unfolded @ unfolded.T)
             if refresh:
                 st[f"root_{i}"] = _inverse_root(st[f"stat_{i}"], order)
-            g = _mode_product(st[f"root_{i}"], g, i)
+            if i < order - 1:
+                g = (st[f"root_{i}"] @ unfolded).view(g.shape)
+            else:  # the last mode multiplies from the right, which restores the original layout
+                g = (unfolded.T @ st[f"root_{i}"]).view(shape)
         return g

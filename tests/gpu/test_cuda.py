@@ -19,7 +19,6 @@ from sassha.optim import REGISTRY, GradientAverager, build_optimizer, get_spec
 pytestmark = pytest.mark.gpu
 
 CUDA = torch.device("cuda")
-NEEDS_PACKAGES = {"shampoo": "pytorch_optimizer"}
 
 
 def _net() -> torch.nn.Module:
@@ -43,8 +42,6 @@ def _hparams(name: str) -> dict:
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_every_optimizer_steps_on_cuda(name, precision):
-    if name in NEEDS_PACKAGES:
-        pytest.importorskip(NEEDS_PACKAGES[name])
     net = _net()
     opt = build_optimizer(name, net.parameters(), model=net, **_hparams(name))
     x = torch.randn(16, 3, 8, 8, device=CUDA)
