@@ -110,77 +110,89 @@ def _named(spec: Mapping[str, Any] | str | None, table: Mapping, what: str) -> d
     return {"name": name, **{k: spec.get(k, d) for k, d in keys.items()}}
 
 
+def _int_at_least(v: Any, low: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _check_multistep(name: str, out: dict[str, Any]) -> None:
+    ms = out["milestones"]
+    if not isinstance(ms, list | tuple) or not all(_int_at_least(m, 1) for m in ms):
+        _fail(name, "milestones", "a list of integers >= 1 (epochs)", ms)
+    if list(ms) != sorted(ms):
+        _fail(name, "milestones", "increasing", ms)
+    out["milestones"] = list(ms)
+    if not _number(out["gamma"]) or out["gamma"] <= 0:
+        _fail(name, "gamma", "a number > 0", out["gamma"])
+
+
+def _check_cosine(name: str, out: dict[str, Any]) -> None:
+    w = out["warmup_epochs"]
+    if not _number(w) or w < 0:
+        _fail(name, "warmup_epochs", "a number >= 0", w)
+    r = out["final_lr_ratio"]
+    if not _number(r) or not 0 <= r <= 1:
+        _fail(name, "final_lr_ratio", "in [0, 1]", r)
+    t = out["total_epochs"]
+    if t is not None and not _int_at_least(t, 1):
+        _fail(name, "total_epochs", "an integer >= 1 or null", t)
+
+
+def _check_warmup_cosine(name: str, out: dict[str, Any]) -> None:
+    warmup, decay = out["warmup_steps"], out["lr_decay_steps"]
+    if not _int_at_least(warmup, 0):
+        _fail(name, "warmup_steps", "an integer >= 0", warmup)
+    if decay is not None and not _int_at_least(decay, 0):
+        _fail(name, "lr_decay_steps", "an integer >= 0 or null", decay)
+    if decay is not None and decay < warmup:
+        _fail(name, "lr_decay_steps", f">= warmup_steps ({warmup})", decay)
+    if not _number(out["min_lr"]) or out["min_lr"] < 0:
+        _fail(name, "min_lr", "a number >= 0", out["min_lr"])
+    out["min_lr"] = float(out["min_lr"])
+
+
+def _check_plateau(name: str, out: dict[str, Any]) -> None:
+    if not isinstance(out["metric"], str) or not out["metric"]:
+        _fail(name, "metric", "a metric name such as val_loss", out["metric"])
+    if out["mode"] is None:
+        out["mode"] = _default_mode(out["metric"])
+    if out["mode"] not in ("min", "max"):
+        _fail(name, "mode", "'min' or 'max'", out["mode"])
+    if not _number(out["factor"]) or not 0 < out["factor"] < 1:
+        _fail(name, "factor", "in (0, 1)", out["factor"])
+    for key in ("patience", "cooldown"):
+        if not _int_at_least(out[key], 0):
+            _fail(name, key, "an integer >= 0", out[key])
+    for key in ("threshold", "min_lr"):
+        if not _number(out[key]) or out[key] < 0:
+            _fail(name, key, "a number >= 0", out[key])
+
+
+def _check_transformers(name: str, out: dict[str, Any]) -> None:
+    types = TRANSFORMERS_SCHEDULER_TYPES
+    if out["lr_scheduler_type"] not in types:
+        _fail(name, "lr_scheduler_type", "one of " + ", ".join(types), out["lr_scheduler_type"])
+    if not _int_at_least(out["num_warmup_steps"], 0):
+        _fail(name, "num_warmup_steps", "an integer >= 0", out["num_warmup_steps"])
+
+
+_CHECKS = {
+    "multistep": _check_multistep,
+    "cosine": _check_cosine,
+    "warmup_cosine": _check_warmup_cosine,
+    "plateau": _check_plateau,
+    "transformers": _check_transformers,
+}
+
+
 def normalize_schedule(spec: Mapping[str, Any] | str | None) -> dict[str, Any]:
     """Validate a schedule dict and fill its defaults (a complete, JSON-ready dict).
 
     ValueError names the allowed schedules or keys.
     """
     out = _named(spec, SCHEDULES, "schedule")
-    name = out["name"]
-
-    if name == "multistep":
-        ms = out["milestones"]
-        if not isinstance(ms, list | tuple) or not all(
-            isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in ms
-        ):
-            _fail(name, "milestones", "a list of integers >= 1 (epochs)", ms)
-        if list(ms) != sorted(ms):
-            _fail(name, "milestones", "increasing", ms)
-        out["milestones"] = list(ms)
-        if not _number(out["gamma"]) or out["gamma"] <= 0:
-            _fail(name, "gamma", "a number > 0", out["gamma"])
-    elif name == "cosine":
-        w = out["warmup_epochs"]
-        if not _number(w) or w < 0:
-            _fail(name, "warmup_epochs", "a number >= 0", w)
-        r = out["final_lr_ratio"]
-        if not _number(r) or not 0 <= r <= 1:
-            _fail(name, "final_lr_ratio", "in [0, 1]", r)
-        t = out["total_epochs"]
-        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
-            _fail(name, "total_epochs", "an integer >= 1 or null", t)
-    elif name == "warmup_cosine":
-        for key in ("warmup_steps", "lr_decay_steps"):
-            v = out[key]
-            if v is None and key == "lr_decay_steps":
-                continue
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                _fail(
-                    name, key, "an integer >= 0" + (" or null" if key != "warmup_steps" else ""), v
-                )
-        if out["lr_decay_steps"] is not None and out["lr_decay_steps"] < out["warmup_steps"]:
-            _fail(
-                name,
-                "lr_decay_steps",
-                f">= warmup_steps ({out['warmup_steps']})",
-                out["lr_decay_steps"],
-            )
-        if not _number(out["min_lr"]) or out["min_lr"] < 0:
-            _fail(name, "min_lr", "a number >= 0", out["min_lr"])
-        out["min_lr"] = float(out["min_lr"])
-    elif name == "plateau":
-        if not isinstance(out["metric"], str) or not out["metric"]:
-            _fail(name, "metric", "a metric name such as val_loss", out["metric"])
-        if out["mode"] is None:
-            out["mode"] = _default_mode(out["metric"])
-        if out["mode"] not in ("min", "max"):
-            _fail(name, "mode", "'min' or 'max'", out["mode"])
-        if not _number(out["factor"]) or not 0 < out["factor"] < 1:
-            _fail(name, "factor", "in (0, 1)", out["factor"])
-        for key in ("patience", "cooldown"):
-            v = out[key]
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                _fail(name, key, "an integer >= 0", v)
-        for key in ("threshold", "min_lr"):
-            if not _number(out[key]) or out[key] < 0:
-                _fail(name, key, "a number >= 0", out[key])
-    elif name == "transformers":
-        types = TRANSFORMERS_SCHEDULER_TYPES
-        if out["lr_scheduler_type"] not in types:
-            _fail(name, "lr_scheduler_type", "one of " + ", ".join(types), out["lr_scheduler_type"])
-        w = out["num_warmup_steps"]
-        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
-            _fail(name, "num_warmup_steps", "an integer >= 0", w)
+    check = _CHECKS.get(out["name"])
+    if check is not None:
+        check(out["name"], out)
     return out
 
 

@@ -12,6 +12,8 @@ a few likely successors, so perplexity can fall far below the vocabulary size.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
@@ -110,6 +112,62 @@ GLUE_SPECIAL = {"pad": 0, "cls": 2, "sep": 3}
 _FIRST_WORD = 5
 
 
+class _GlueDraws:
+    """The draws of one synthetic GLUE task, in a fixed order from one generator."""
+
+    def __init__(self, num_labels, pair, vocab_size, max_length, signal, seed) -> None:
+        self.gen = torch.Generator().manual_seed(int(seed))
+        self.words = vocab_size - _FIRST_WORD
+        bands = max(num_labels, 2)
+        if self.words < 2 * bands:
+            raise ValueError(f"synthetic GLUE vocab_size must be >= {_FIRST_WORD + 2 * bands}")
+        self.width = self.words // bands
+        self.num_labels, self.pair, self.signal = num_labels, pair, signal
+        self.regression = num_labels == 1
+        self.half = (max_length - 3) // 2 if pair else max_length - 2
+
+    def sentence(self, length: int, band: int, p: float) -> list[int]:
+        gen = self.gen
+        # Regression draws from the low band where the high one is not drawn.
+        high = self.width if self.regression else self.words
+        uniform = torch.randint(0, high, (length,), generator=gen)
+        banded = torch.randint(0, self.width, (length,), generator=gen) + band * self.width
+        use = torch.rand(length, generator=gen) < p
+        return (torch.where(use, banded, uniform) + _FIRST_WORD).tolist()
+
+    def example(self) -> tuple[list[int], list[int], Any]:
+        """``(input ids, token type ids, label)`` of one example."""
+        gen = self.gen
+        if self.regression:
+            score = 5.0 * float(torch.rand((), generator=gen))
+            band, p, label = 1, score / 5.0, score
+        else:
+            label = int(torch.randint(0, self.num_labels, (), generator=gen))
+            band, p = label, self.signal
+        length = int(torch.randint(max(2, self.half // 2), self.half + 1, (), generator=gen))
+        cls, sep = GLUE_SPECIAL["cls"], GLUE_SPECIAL["sep"]
+        a = self.sentence(length, band, p)
+        if not self.pair:
+            return [cls, *a, sep], [0] * (len(a) + 2), label
+        b = self.sentence(length, band, p)
+        return [cls, *a, sep, *b, sep], [0] * (len(a) + 2) + [1] * (len(b) + 1), label
+
+    def split(self, n: int):
+        from sassha.data.glue import EncodedPairs
+
+        enc: dict[str, list[list[int]]] = {
+            k: [] for k in ("input_ids", "token_type_ids", "attention_mask")
+        }
+        labels: list = []
+        for _ in range(int(n)):
+            ids, types, label = self.example()
+            enc["input_ids"].append(ids)
+            enc["token_type_ids"].append(types)
+            enc["attention_mask"].append([1] * len(ids))
+            labels.append(label)
+        return EncodedPairs(enc, labels, self.regression)
+
+
 def synthetic_glue_datasets(
     *,
     num_labels: int,
@@ -130,52 +188,5 @@ def synthetic_glue_datasets(
     word comes from the "high" band with probability ``score / 5`` and from the "low" band
     otherwise, so the share of high-band words grows linearly with the score.
     """
-    from sassha.data.glue import EncodedPairs
-
-    gen = torch.Generator().manual_seed(int(seed))
-    words = vocab_size - _FIRST_WORD
-    bands = max(num_labels, 2)
-    if words < 2 * bands:
-        raise ValueError(f"synthetic GLUE vocab_size must be >= {_FIRST_WORD + 2 * bands}")
-    width = words // bands
-    regression = num_labels == 1
-
-    def sentence(length: int, band: int, p: float) -> list[int]:
-        if regression:  # the low band where the high one is not drawn
-            uniform = torch.randint(0, width, (length,), generator=gen)
-        else:
-            uniform = torch.randint(0, words, (length,), generator=gen)
-        banded = torch.randint(0, width, (length,), generator=gen) + band * width
-        use = torch.rand(length, generator=gen) < p
-        return (torch.where(use, banded, uniform) + _FIRST_WORD).tolist()
-
-    def split(n: int):
-        enc: dict[str, list[list[int]]] = {
-            k: [] for k in ("input_ids", "token_type_ids", "attention_mask")
-        }
-        labels: list = []
-        for _ in range(int(n)):
-            if regression:
-                score = 5.0 * float(torch.rand((), generator=gen))
-                band, p, label = 1, score / 5.0, score
-            else:
-                label = int(torch.randint(0, num_labels, (), generator=gen))
-                band, p = label, signal
-            half = (max_length - 3) // 2 if pair else max_length - 2
-            length = int(torch.randint(max(2, half // 2), half + 1, (), generator=gen))
-            if pair:
-                a = sentence(length, band, p)
-                b = sentence(length, band, p)
-                ids = [GLUE_SPECIAL["cls"], *a, GLUE_SPECIAL["sep"], *b, GLUE_SPECIAL["sep"]]
-                types = [0] * (len(a) + 2) + [1] * (len(b) + 1)
-            else:
-                a = sentence(length, band, p)
-                ids = [GLUE_SPECIAL["cls"], *a, GLUE_SPECIAL["sep"]]
-                types = [0] * len(ids)
-            enc["input_ids"].append(ids)
-            enc["token_type_ids"].append(types)
-            enc["attention_mask"].append([1] * len(ids))
-            labels.append(label)
-        return EncodedPairs(enc, labels, regression)
-
-    return split(num_train), split(num_val)
+    draws = _GlueDraws(num_labels, pair, vocab_size, max_length, signal, seed)
+    return draws.split(num_train), draws.split(num_val)
