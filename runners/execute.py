@@ -21,7 +21,7 @@ from typing import Any
 from runners.files import CONFIG_FILE, PROGRESS_FILE, RESULT_FILE, write_json
 from runners.lease import LEASE_FILE, Lease, describe
 from sassha.execution import world_size
-from sassha.tracking import json_safe
+from sassha.tracking import json_safe, last_logged_step
 
 # Per-trial-unique or machine-specific values are not MLflow params (they would make every
 # run's params differ and hide the ones that matter in comparisons).
@@ -61,6 +61,9 @@ class _ProgressTracker:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self.inner is not None:
             self.inner.set_tags(tags)
+
+    def last_step(self, name: str) -> int | None:
+        return last_logged_step(self.inner, name)
 
     def log_artifact(self, path: str | Path, *args: Any, **kwargs: Any) -> None:
         if self.inner is not None:

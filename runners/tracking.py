@@ -412,6 +412,11 @@ class MlflowTracker:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         set_tags(self.client, self.run_id, tags)
 
+    def last_step(self, name: str) -> int | None:
+        """The last step at which the run holds metric ``name`` (None: it holds none)."""
+        history = with_retry(lambda: self.client.get_metric_history(self.run_id, name))
+        return max((m.step for m in history), default=None)
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         with_retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 

@@ -4,6 +4,10 @@ A tracker is any object with these five methods (the protocol below); a trial ca
 ``log_params`` once per start, ``log_metrics`` once per epoch (step = epoch, 1-based),
 ``set_tags`` for the status, ``log_artifact`` for files worth keeping and ``finish`` at the end.
 ``runners.tracking.MlflowTracker`` implements the same protocol for MLflow.
+
+A tracker that can say what it already holds also has ``last_step(name) -> int | None`` (the
+last step at which it holds metric ``name``): a trial that trains epochs again (after falling
+back to an older checkpoint, or starting over) then does not log them a second time.
 """
 
 from __future__ import annotations
@@ -15,7 +19,15 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Tracker", "NullTracker", "MemoryTracker", "JsonTracker", "flatten", "json_safe"]
+__all__ = [
+    "Tracker",
+    "NullTracker",
+    "MemoryTracker",
+    "JsonTracker",
+    "flatten",
+    "json_safe",
+    "last_logged_step",
+]
 
 
 @runtime_checkable
@@ -29,6 +41,17 @@ class Tracker(Protocol):
     def log_artifact(self, path: str | os.PathLike) -> None: ...
 
     def finish(self, status: str) -> None: ...
+
+
+def last_logged_step(tracker: Any, name: str) -> int | None:
+    """The last step at which ``tracker`` holds metric ``name``; None when it holds none or
+    cannot tell (it has no ``last_step``)."""
+    last_step = getattr(tracker, "last_step", None)
+    return None if last_step is None else last_step(name)
+
+
+def _last(steps) -> int | None:
+    return max(steps, default=None)
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -96,6 +119,9 @@ class MemoryTracker:
     def history(self, name: str) -> list[tuple[int, float]]:
         return [(step, m[name]) for step, m in self.metrics if name in m]
 
+    def last_step(self, name: str) -> int | None:
+        return _last(step for step, _ in self.history(name))
+
     def last(self) -> dict[str, float]:
         """The latest value of every metric, keeping the last one logged per step."""
         out: dict[str, float] = {}
@@ -157,6 +183,12 @@ class JsonTracker:
 
     def finish(self, status):
         self._write({"type": "finish", "status": status})
+
+    def last_step(self, name: str) -> int | None:
+        if not os.path.exists(self.path):
+            return None
+        records = read_json_log(self.path)
+        return _last(r["step"] for r in records if r["type"] == "metrics" and name in r["metrics"])
 
 
 def read_json_log(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -3,6 +3,10 @@
 ``Trial(config).epochs()`` trains epoch by epoch; ``run(config)`` trains one model and returns its
 final metrics. The config is resolved first by :func:`sassha.config.resolve_config` (re-exported
 here, with the defaults). See ``docs/architecture.md`` for the config keys and metric names.
+
+The parts live beside it: :mod:`sassha.step` (one step's closures, the epoch meter),
+:mod:`sassha.loaders`, :mod:`sassha.diagnostics`, :mod:`sassha.results` (the summary) and
+:mod:`sassha.resume` (checkpoint checks, RNG states).
 """
 
 from __future__ import annotations
@@ -11,38 +15,29 @@ import contextlib
 import json
 import math
 import os
-import random
 import time
 import traceback
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from sassha import checkpoint, parallel
-from sassha import sharpness as S
+from sassha import checkpoint, parallel, results, resume
 from sassha.config import (
-    RESUMABLE_KEYS,
     DiagnosticsDefaults,
     TrialDefaults,
-    is_number,
-    micro_batch_size,
     optimizer_hyperparameters,
     resolve_config,
 )
-from sassha.data import stream
+from sassha.diagnostics import Diagnostics
 from sassha.execution import world_size
-from sassha.hessian import BatchLoss, trainable_params
+from sassha.loaders import build_data, stream_loader
 from sassha.optim import GradientAverager, build_optimizer, clip_grad_norm, get_spec
-from sassha.optim.accumulate import MicroBatches
-from sassha.schedules import (
-    HessianPowerSchedule,
-    Schedule,
-)
-from sassha.tracking import NullTracker, flatten
+from sassha.resume import CHECKPOINT_NAME, CHECKPOINT_VERSION
+from sassha.schedules import HessianPowerSchedule, Schedule
+from sassha.step import EpochMeter, StepClosures, autocast
+from sassha.tracking import NullTracker, flatten, last_logged_step
 from sassha.workloads import get_workload
 
 __all__ = [
@@ -55,152 +50,9 @@ __all__ = [
     "CHECKPOINT_NAME",
 ]
 
-CHECKPOINT_NAME = "checkpoint.pt"
-CHECKPOINT_VERSION = 1
-# -- helpers -------------------------------------------------------------------------------------
-
-
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _autocast(precision: str, device: torch.device):
-    """The context the trial's forward passes run in: bf16 autocast, or nothing for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_states() -> dict[str, Any]:
-    states = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _set_rng_states(states: Mapping[str, Any]) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def _better(name: str, new: float, old: float) -> bool:
-    if not math.isfinite(new):
-        return False
-    if not math.isfinite(old):
-        return True
-    lower_is_better = "loss" in name or "ppl" in name
-    return new < old if lower_is_better else new > old
-
-
-def _best_metrics(history: list[dict[str, float]]) -> dict[str, float]:
-    best: dict[str, float] = {}
-    for row in history:
-        for name, value in row.items():
-            if not name.startswith("val_") or not isinstance(value, int | float):
-                continue
-            if name not in best or _better(name, float(value), best[name]):
-                best[name] = float(value)
-    return {f"best_{k}": v for k, v in best.items()}
-
-
-# -- the trial -----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    previous = torch.get_num_threads()
-    try:
-        if n is not None:
-            torch.set_num_threads(n)
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-class _Closure:
-    """One micro-batch's part of ``closure()`` for ``opt.step``: ``weight * loss`` in fp32,
-    without backward (``weight`` = its share of the step's examples; 1 without accumulation).
-
-    An optimizer may evaluate it more than once per step (SAM, SASSHA); ``loss`` and ``stats``
-    keep the unweighted loss and the workload's statistics (``count``, ``correct``) of the first
-    evaluation, the one at the point the step starts from. ``forward`` returns ``(loss, stats)``
-    or, for the sampled-label loss, ``(loss, true-label loss, stats)``.
-    """
-
-    def __init__(self, forward, batch, weight: float = 1.0) -> None:
-        self.forward = forward
-        self.batch = batch
-        self.weight = weight
-        self.loss: torch.Tensor | None = None
-        self.stats: dict[str, Any] | None = None
-
-    def __call__(self) -> torch.Tensor:
-        loss, *seen, stats = self.forward(self.batch)
-        if self.stats is None:
-            self.loss = (seen[0] if seen else loss).detach()
-            self.stats = stats or {}
-        return loss if self.weight == 1.0 else loss * self.weight
-
-
-def _step_closure(parts: list[_Closure]):
-    return parts[0] if len(parts) == 1 else MicroBatches(parts)
-
-
-class _EpochMeter:
-    """Sums one epoch's training loss and accuracy on the device: no host sync per step."""
-
-    def __init__(self, device: torch.device, max_loss: float) -> None:
-        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        self.correct = torch.zeros((), dtype=torch.float64, device=device)
-        self.bad = torch.zeros((), dtype=torch.bool, device=device)
-        self.count: float = 0
-        self.count_t: torch.Tensor | None = None  # a count the workload returns as a tensor
-        self.has_acc = False
-        self.max_loss = max_loss
-
-    def add(self, loss: torch.Tensor, stats: Mapping[str, Any]) -> None:
-        loss = loss.double()
-        n = stats.get("count", 1)
-        if isinstance(n, torch.Tensor):
-            n = n.double()
-            self.count_t = n if self.count_t is None else self.count_t + n
-        else:
-            self.count += n
-        self.loss_sum += loss * n
-        if "correct" in stats:
-            self.has_acc = True
-            self.correct += stats["correct"]
-        self.bad |= ~torch.isfinite(loss) | (loss > self.max_loss)
-
-    def diverged(self, world: parallel.World) -> bool:
-        """Whether any rank saw a bad loss (every rank must stop at the same step)."""
-        return bool(world.any(self.bad))
-
-    def row(self, lr: float, world: parallel.World) -> dict[str, float]:
-        """The epoch's means over every rank's examples (sums weighted by their counts)."""
-        count_t = self.count_t if self.count_t is not None else torch.zeros_like(self.loss_sum)
-        sums = [self.loss_sum, self.correct, count_t + self.count]
-        world.sum_(sums)
-        count = float(sums[2])
-        row = {"train_loss": float(sums[0]) / max(count, 1), "lr": float(lr)}
-        if self.has_acc:
-            row["train_acc"] = float(sums[1]) / max(count, 1)
-        return row
+# The metric every epoch's row holds and the one only the final summary holds: what the tracker
+# already has of them tells which steps a rerun must not log again.
+_ROW_KEY, _SUMMARY_KEY = "wall_time_s", "epochs_completed"
 
 
 class Trial:
@@ -247,9 +99,9 @@ class Trial:
         self.wall_time = 0.0
         self.history: list[dict[str, Any]] = []
         self.result: dict[str, Any] | None = None
-        self._diag_loss: BatchLoss | None = None
         self.world = parallel.World()
         self.averager: GradientAverager | None = None
+        self._tracked: dict[str, int | None] = {}
 
     @property
     def backward_passes(self) -> float:
@@ -264,6 +116,16 @@ class Trial:
         """The tracker's x axis: optimizer steps in step-based training, else epochs."""
         return self.steps if self.step_based else self.epoch
 
+    def _log_once(self, metrics: Mapping[str, Any], key: str) -> None:
+        """Log ``metrics`` at this step unless the tracker holds ``key`` there already: the
+        epochs a trial trains again after falling back to an older checkpoint (or starting
+        over) were logged the first time, with the same numbers (resume is exact)."""
+        step, held = self._log_step(), self._tracked.get(key)
+        if held is None or step > held:
+            self.tracker.log_metrics(metrics, step=step)
+
+    # -- the iterator --------------------------------------------------------------------------
+
     def run(self) -> dict[str, Any]:
         """Exhaust :meth:`epochs` and return the final metrics."""
         for _ in self.epochs():
@@ -272,15 +134,16 @@ class Trial:
 
     def epochs(self) -> Iterator[dict[str, Any]]:
         """Train (or resume) epoch by epoch, yielding each epoch's metrics; sets ``result``."""
-        ckpt = self._load_checkpoint()
+        ckpt = resume.load(self.ckpt_path, self.cfg) if self.ckpt_path else None
         stored = ckpt.get("result") if ckpt is not None else None
-        if stored is not None and _ended_for(stored, ckpt["config"], self.cfg):
+        if stored is not None and resume.ended_for(stored, ckpt["config"], self.cfg):
             self._restore_progress(ckpt)
             self.result = dict(stored)
             self._end(self.result["status"])
             return
         self.tracker.log_params(flatten(self.cfg))
         self.tracker.set_tags({"status": "running", "world_size": world_size(self.cfg)})
+        self._tracked = {k: last_logged_step(self.tracker, k) for k in (_ROW_KEY, _SUMMARY_KEY)}
         try:
             with _torch_threads(self.cfg["threads"]):
                 yield from self._train(ckpt)
@@ -299,19 +162,13 @@ class Trial:
         self.tracker.finish(status)
 
     def _train(self, ckpt: Mapping[str, Any] | None) -> Iterator[dict[str, Any]]:
-        cfg = self.cfg
         self._build(ckpt)
         stop = None
         while not self._finished_training() and stop is None:
             start = time.perf_counter()
             row, stop = self._train_epoch()
             if stop != "diverged":
-                # Evaluation and diagnostics on rank 0, over the whole validation set.
-                self.world.average_buffers(self.model)
-                if self.world.main:
-                    with _autocast(cfg["precision"], self.device), self._evaluation_params():
-                        row.update(self.wl.evaluate(self.model, self.val_loader, self.device))
-                    row.update(self._epoch_diagnostics())
+                row.update(self._evaluate())
             self.epoch += 1
             self.wall_time += time.perf_counter() - start
             row["wall_time_s"] = self.wall_time
@@ -322,35 +179,66 @@ class Trial:
             row = self.world.broadcast(row)
             self.wall_time = row["wall_time_s"]
             self.history.append(row)
-            self.tracker.log_metrics(row, step=self._log_step())
+            self._log_once(row, _ROW_KEY)
             if stop != "diverged":
                 self.schedule.end_epoch(row)
-                time_up = cfg["time_limit_s"] is not None and self.wall_time >= cfg["time_limit_s"]
-                if stop is None and time_up and not self._finished_training():
-                    stop = "time_limit"
-                if stop is None and not self._finished_training():
-                    self._save(result=None)
+            if stop is None:
+                stop = self._checkpoint_or_stop()
             yield row
         self.result = self._final_result(stop)
         self._save(result=self.result)
         self._log_summary(self.result)
 
+    def _checkpoint_or_stop(self) -> str | None:
+        """After an epoch that ended normally: a checkpoint, or the time limit's stop."""
+        if self._finished_training():
+            return None
+        limit = self.cfg["time_limit_s"]
+        if limit is not None and self.wall_time >= limit:
+            return "time_limit"
+        self._save(result=None)
+        return None
+
+    def _evaluate(self) -> dict[str, float]:
+        """Validation metrics and diagnostics on rank 0, over the whole validation set."""
+        self.world.average_buffers(self.model)
+        if not self.world.main:
+            return {}
+        with autocast(self.cfg["precision"], self.device), self._evaluation_params():
+            out = dict(self.wl.evaluate(self.model, self.val_loader, self.device))
+        out.update(self.diagnostics.epoch())
+        return out
+
+    def _evaluation_params(self):
+        """SPlus evaluates on its parameter average, as the authors' loop does."""
+        averaged = getattr(self.opt, "averaged_params", None)
+        return averaged() if averaged is not None else contextlib.nullcontext()
+
     def _build(self, ckpt: Mapping[str, Any] | None) -> None:
         """Model, data, optimizer and schedule, from the seed or from ``ckpt``."""
         cfg = self.cfg
         self.world, self.device = parallel.join(cfg, _pick_device(cfg["device"]))
-        _seed_everything(cfg["seed"])  # the same initial model on every rank
+        resume.seed_everything(cfg["seed"])  # the same initial model on every rank
         model = self.wl.build_model(cfg)
         if self.world.distributed:
             self.averager = GradientAverager()
             if cfg["sync_batchnorm"]:
                 model = parallel.convert_sync_batchnorm(model)
         self.model = model.to(self.device)
-        self.train_loader, self.val_loader = self._loaders()
+        data = build_data(cfg, self.wl, self.world, self.device)
+        self.train_ds, self.train_loader, self.val_loader = data.train_ds, data.train, data.val
+        self.loader_gen = data.generator
+        self.diagnostics = Diagnostics(cfg, self.wl, self.model, self.train_ds, self.device)
         self.opt = build_optimizer(
             cfg["optimizer"], _param_groups(self.model, cfg), model=self.model, **self.hparams
         )
         self.rhos = [g.get("rho") for g in self.opt.param_groups]
+        self._build_schedules()
+        if ckpt is not None:
+            self._restore(ckpt)
+
+    def _build_schedules(self) -> None:
+        cfg = self.cfg
         if self.step_based:  # one "epoch" of max_steps steps: the schedule's horizon
             self.schedule = Schedule(cfg["schedule"], self.opt, 1, cfg["max_steps"])
         else:
@@ -358,58 +246,67 @@ class Trial:
             self.schedule = Schedule(cfg["schedule"], self.opt, cfg["epochs"], steps)
         # Built before the restore: it reads the optimizer's own powers from fresh groups.
         self.power_schedule = HessianPowerSchedule(cfg["hessian_power_schedule"], self.opt)
-        if ckpt is None:
-            return
-        self._restore(ckpt)
-        if ckpt["config"]["epochs"] != cfg["epochs"] and cfg["schedule"]["name"] == "cosine":
-            if cfg["schedule"]["total_epochs"] is None:
-                warnings.warn(
-                    "continuing a cosine schedule with a new number of epochs changes its "
-                    "horizon; set schedule.total_epochs to keep it fixed",
-                    stacklevel=4,
-                )
+
+    # -- one epoch, one step -------------------------------------------------------------------
+
+    def _train_epoch(self) -> tuple[dict[str, float], str | None]:
+        """One pass over the training data: the epoch's row and why it stopped early, if it did."""
+        self.model.train()
+        meter = EpochMeter(self.device, self.cfg["max_loss"])
+        steps = self._period_steps()
+        diff = self.diagnostics.difference_tracker()
+        lr, stop = self.opt.param_groups[0]["lr"], None
+        for i, micro_batches in enumerate(self._step_groups()):
+            if diff is not None and i == self.diagnostics.window_start(steps):
+                self.diagnostics.measure(diff.record)
+            lr = self.schedule.apply(self.steps, self.epoch)
+            self.power_schedule.apply(self.steps)
+            self._train_step(micro_batches, meter)
+            stop = self._stop_after_step(meter, i + 1, steps)
+            if stop is not None:
+                break
+        if stop is None and meter.diverged(self.world):
+            stop = "diverged"
+        row = meter.row(lr, self.world)
+        if stop != "diverged":
+            if hasattr(self.opt, "diagnostics"):
+                row.update({k: float(v) for k, v in self.opt.diagnostics().items()})
+            if diff is not None and diff.previous is not None:
+                row["hessian_difference"] = self.diagnostics.measure(diff.difference)
+        return row, stop
+
+    def _train_step(self, micro_batches: list, meter: EpochMeter) -> None:
+        """One optimizer step over the micro-batches, the same call for every optimizer."""
+        warm = self._rho_warmup()
+        batches = [self.wl.to_device(b, self.device) for b in micro_batches]
+        closures = StepClosures(self.opt, batches, self._forward, self._sampled_forward)
+        with clip_grad_norm(self.cfg["grad_clip_norm"]), self._averaging(closures.examples):
+            self.opt.step(closures.closure, **closures.step_kwargs)
+        meter.add(closures.evaluated())  # the losses at the point the step started from
+        self.steps += 1
+        self.passes += self.warmup_passes if warm else self.passes_per_step
 
     def _forward(self, batch) -> tuple[torch.Tensor, Mapping[str, Any] | None]:
-        with _autocast(self.cfg["precision"], self.device):
+        with autocast(self.cfg["precision"], self.device):
             loss, stats = self.wl.loss(self.model, batch)
         # Autocast may hand back a bf16 loss; the optimizers, the epoch mean and the divergence
         # check all expect fp32.
         return loss.float(), stats
 
     def _sampled_forward(self, batch):
-        with _autocast(self.cfg["precision"], self.device):
+        with autocast(self.cfg["precision"], self.device):
             loss, true, stats = self.wl.sampled_loss(self.model, batch)
         return loss.float(), true.float(), stats
 
-    def _evaluation_params(self):
-        """SPlus evaluates on its parameter average, as the authors' loop does."""
-        averaged = getattr(self.opt, "averaged_params", None)
-        return averaged() if averaged is not None else contextlib.nullcontext()
-
-    def _step(self, micro_batches: list) -> list[_Closure]:
-        """One optimizer step over the micro-batches; returns the parts it evaluated first."""
-        if self.cfg["rho_warmup_steps"]:
-            warm = self.steps < self.cfg["rho_warmup_steps"]
-            for group, rho in zip(self.opt.param_groups, self.rhos):
-                if rho is not None:
-                    group["rho"] = 0.0 if warm else rho
-        else:
-            warm = False
-        batches = [self.wl.to_device(b, self.device) for b in micro_batches]
-        sizes = [_batch_size(b) for b in batches]
-        weights = [n / sum(sizes) for n in sizes] if len(batches) > 1 else [1.0]
-        parts = [_Closure(self._forward, b, w) for b, w in zip(batches, weights)]
-        with clip_grad_norm(self.cfg["grad_clip_norm"]), self._averaging(sum(sizes)):
-            if getattr(self.opt, "takes_sampled_closure", False):
-                sampled = [_Closure(self._sampled_forward, b, w) for b, w in zip(batches, weights)]
-                self.opt.step(_step_closure(parts), sampled_closure=_step_closure(sampled))
-                if sampled[0].stats is not None:
-                    parts = sampled
-            else:
-                self.opt.step(_step_closure(parts))
-        self.steps += 1
-        self.passes += self.warmup_passes if warm else self.passes_per_step
-        return parts
+    def _rho_warmup(self) -> bool:
+        """rho = 0 for the first ``rho_warmup_steps`` steps; whether this step is one of them."""
+        if not self.cfg["rho_warmup_steps"]:
+            return False
+        warm = self.steps < self.cfg["rho_warmup_steps"]
+        for group, rho in zip(self.opt.param_groups, self.rhos):
+            if rho is not None:
+                group["rho"] = 0.0 if warm else rho
+        return warm
 
     def _averaging(self, examples: int):
         """Around one step: average what the optimizer differentiates across ranks, weighted
@@ -419,49 +316,31 @@ class Trial:
         self.averager.set_examples(examples)
         return self.averager
 
+    def _stop_after_step(self, meter: EpochMeter, done: int, steps: int) -> str | None:
+        # Divergence is checked on the host every step on the CPU (free) and every 50 steps on
+        # an accelerator, where each check is a device sync.
+        check_every = 1 if self.device.type == "cpu" else 50
+        if (done % check_every == 0 or done == steps) and meter.diverged(self.world):
+            return "diverged"
+        budget = self.cfg["max_backward_passes"]
+        if budget is not None and self.backward_passes >= budget:
+            return "backward_passes"
+        return None
+
     def _step_groups(self) -> Iterator[list]:
         """This period's steps, each a list of micro-batches."""
         k = self.cfg["grad_accum_steps"]
-        loader = self._stream_loader() if self.step_based else self.train_loader
+        if self.step_based:
+            loader = stream_loader(
+                self.cfg, self.wl, self.train_ds, self.world, self.device, self.steps
+            )
+        else:
+            loader = self.train_loader
         batches = iter(loader)
         for _ in range(self._period_steps()):
             group = [b for _, b in zip(range(k), batches)]
             if group:
                 yield group
-
-    def _train_epoch(self) -> tuple[dict[str, float], str | None]:
-        """One pass over the training data: the epoch's row and why it stopped early, if it did."""
-        self.model.train()
-        meter = _EpochMeter(self.device, self.cfg["max_loss"])
-        # Divergence is checked on the host every step on the CPU (free) and every 50 steps on an
-        # accelerator, where each check is a device sync.
-        check_every = 1 if self.device.type == "cpu" else 50
-        spe = self._period_steps()
-        diff = self._difference_tracker()
-        budget = self.cfg["max_backward_passes"]
-        lr, stop = self.opt.param_groups[0]["lr"], None
-        for i, micro_batches in enumerate(self._step_groups()):
-            if diff is not None and i == max(spe - self.diag["k"], 0):
-                self._on_diagnostic_batches(diff.record)
-            lr = self.schedule.apply(self.steps, self.epoch)
-            self.power_schedule.apply(self.steps)
-            for part in self._step(micro_batches):
-                meter.add(part.loss, part.stats)
-            if ((i + 1) % check_every == 0 or i + 1 == spe) and meter.diverged(self.world):
-                stop = "diverged"
-                break
-            if budget is not None and self.backward_passes >= budget:
-                stop = "backward_passes"
-                break
-        if stop is None and meter.diverged(self.world):
-            stop = "diverged"
-        row = meter.row(lr, self.world)
-        if stop != "diverged":
-            if hasattr(self.opt, "diagnostics"):
-                row.update({k: float(v) for k, v in self.opt.diagnostics().items()})
-            if diff is not None and diff.previous is not None:
-                row["hessian_difference"] = self._on_diagnostic_batches(diff.difference)
-        return row, stop
 
     def _period_steps(self) -> int:
         k = self.cfg["grad_accum_steps"]
@@ -469,6 +348,8 @@ class Trial:
             return math.ceil(len(self.train_loader) / k)
         period = self.cfg["eval_interval"] or self.cfg["max_steps"]
         return min(period, self.cfg["max_steps"] - self.steps)
+
+    # -- the result ----------------------------------------------------------------------------
 
     def _final_result(self, stop: str | None) -> dict[str, Any]:
         status = "diverged" if stop == "diverged" else "finished"
@@ -478,22 +359,17 @@ class Trial:
         }
         if status == "finished" and self.diag["sharpness"] and self.world.main:
             start = time.perf_counter()
-            extra.update(self._sharpness())
+            extra.update(self.diagnostics.sharpness())
             extra["gen_gap"] = self.history[-1]["val_loss"] - extra["train_eval_loss"]
             self.wall_time += time.perf_counter() - start
         return self._summary(status, extra)
 
     def _log_summary(self, result: Mapping[str, Any]) -> None:
-        """The result's numbers that no epoch logged (sharpness block, ``best_*``, counters) go
-        to the tracker at the final step, so the tracking store holds everything a report reads."""
-        last = self.history[-1] if self.history else {}
-        summary = {
-            k: float(v)
-            for k, v in result.items()
-            if k not in last and is_number(v) and not isinstance(v, bool)
-        }
+        """What no epoch logged goes to the tracker at the final step, so the tracking store
+        holds everything a report reads."""
+        summary = results.unlogged(result, self.history)
         if summary:
-            self.tracker.log_metrics(summary, step=self._log_step())
+            self._log_once(summary, _SUMMARY_KEY)
 
     def _summary(self, status: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         counters = {
@@ -504,204 +380,15 @@ class Trial:
             "wall_time_s": self.wall_time,
             "world_size": self.world.size,
         }
-        out = dict(counters)
-        if self.history:
-            out.update(self.history[-1])
-            out.update(_best_metrics(self.history))
-        out.update(extra or {})
-        out.update(counters)  # the summary's own counters win over the last epoch's copies
-        return out
-
-    def _loader_args(self) -> dict[str, Any]:
-        cfg = self.cfg
-        return dict(
-            num_workers=cfg["num_workers"],
-            collate_fn=getattr(self.wl, "collate_fn", None),
-            pin_memory=self.device.type == "cuda",
-        )
-
-    def _loaders(self) -> tuple[DataLoader | None, DataLoader]:
-        cfg = self.cfg
-        self.train_ds, val_ds = self.wl.build_data(cfg)
-        self.loader_gen = torch.Generator()
-        self.loader_gen.manual_seed(cfg["seed"])
-        common = self._loader_args() | dict(persistent_workers=cfg["num_workers"] > 0)
-        if cfg["eval_iters"] is not None:
-            count = cfg["eval_iters"] * cfg["eval_batch_size"]
-            val_ds = torch.utils.data.Subset(
-                val_ds, stream.evaluation_indices(val_ds, count, cfg["seed"])
-            )
-        val = DataLoader(val_ds, batch_size=cfg["eval_batch_size"], shuffle=False, **common)
-        if len(self.train_ds) == 0:
-            raise ValueError(f"workload {self.wl.name}: the training set is empty")
-        if self.step_based:
-            return None, val
-        if stream.with_replacement(self.train_ds):
-            raise ValueError(
-                f"workload {self.wl.name} samples random windows and trains by steps: "
-                "set max_steps (and eval_interval)"
-            )
-        if self.world.distributed:
-            # The single-process permutation in global batches; each rank takes its share of
-            # every step's batch, in micro-batches (generator= too: each epoch's iterator draws
-            # its base seed from it, as the loader below does).
-            batches = BatchSampler(
-                RandomSampler(self.train_ds, generator=self.loader_gen),
-                cfg["batch_size"],
-                drop_last=False,
-            )
-            sampler = parallel.RankShare(batches, self.world, cfg["grad_accum_steps"])
-            train = DataLoader(
-                self.train_ds, batch_sampler=sampler, generator=self.loader_gen, **common
-            )
-            return train, val
-        train = DataLoader(
-            self.train_ds,
-            batch_size=micro_batch_size(cfg),
-            shuffle=True,
-            generator=self.loader_gen,
-            **common,
-        )
-        return train, val
-
-    def _stream_loader(self) -> DataLoader:
-        """This period's micro-batches, from the stream position the steps taken so far reached
-        (a new loader per period: read-ahead of the last one is simply dropped)."""
-        cfg = self.cfg
-        rank, world = self.world.rank, self.world.size
-        sampler = stream.StreamSampler(
-            len(self.train_ds),
-            seed=cfg["seed"],
-            start=self.steps * cfg["batch_size"],
-            replacement=stream.with_replacement(self.train_ds),
-            step_size=cfg["batch_size"],
-            rank=rank,
-            world=world,
-        )
-        return DataLoader(
-            self.train_ds, batch_size=micro_batch_size(cfg), sampler=sampler, **self._loader_args()
-        )
-
-    # -- diagnostics ---------------------------------------------------------------------------
-
-    def _diagnostic_loss(self) -> BatchLoss:
-        """The fixed subset of training data the diagnostics use (first batches, unshuffled)."""
-        if self._diag_loss is None:
-            loader = DataLoader(
-                self.train_ds,
-                batch_size=self.cfg["batch_size"],
-                shuffle=False,
-                collate_fn=getattr(self.wl, "collate_fn", None),
-            )
-            batches, sizes = [], []
-            for i, batch in enumerate(loader):
-                if i >= self.diag["batches"]:
-                    break
-                batches.append(self.wl.to_device(batch, self.device))
-                sizes.append(_batch_size(batch))
-            self._diag_loss = BatchLoss(self.model, batches, self.wl.loss, sizes)
-            self._diag_sizes = sizes
-        return self._diag_loss
-
-    def _on_diagnostic_batches(self, measure, **kwargs):
-        """``measure(loss_fn, params, **kwargs)`` on the diagnostic batches, in eval mode."""
-        with S.eval_mode(self.model):
-            return measure(self._diagnostic_loss(), trainable_params(self.model), **kwargs)
-
-    def _difference_tracker(self):
-        if not self.diag["hessian_difference"]:
-            return None
-        return S.HessianDifference(self.diag["hessian_probes"], seed=self.cfg["seed"])
-
-    def _epoch_diagnostics(self) -> dict[str, float]:
-        if not self.diag["hessian_sensitivity"]:
-            return {}
-        value = self._on_diagnostic_batches(
-            S.hessian_sensitivity,
-            rho=self.diag["rho"],
-            samples=self.diag["sensitivity_samples"],
-            n_probes=self.diag["hessian_probes"],
-            seed=self.cfg["seed"],
-        )
-        return {"hessian_sensitivity": value}
-
-    def _sharpness(self) -> dict[str, float]:
-        loss_fn = self._diagnostic_loss()
-        d = self.diag
-        out = S.sharpness_metrics(
-            self.model,
-            self.wl.loss,
-            loss_fn.batches,
-            sizes=self._diag_sizes,
-            rho=d["rho"],
-            power_iters=d["power_iters"],
-            power_tol=d["power_tol"],
-            trace_probes=d["trace_probes"],
-            trace_tol=d["trace_tol"],
-            avg_samples=d["avg_samples"],
-            seed=self.cfg["seed"],
-        )
-        # The generalisation gap uses the whole training set (eval mode), like the val metrics.
-        loader = DataLoader(
-            self.train_ds,
-            batch_size=self.cfg["eval_batch_size"],
-            shuffle=False,
-            collate_fn=getattr(self.wl, "collate_fn", None),
-        )
-        train_eval = self.wl.evaluate(self.model, loader, self.device)
-        out["train_eval_loss"] = float(train_eval["val_loss"])
-        if "val_acc" in train_eval:  # Table 7's accuracy gap is train_eval_acc - val_acc
-            out["train_eval_acc"] = float(train_eval["val_acc"])
-        return out
+        return results.summary(counters, self.history, extra)
 
     # -- checkpoints ---------------------------------------------------------------------------
-
-    def _load_checkpoint(self) -> dict[str, Any] | None:
-        if not self.ckpt_path:
-            return None
-        # A process killed while writing leaves its temporary file; the checkpoint is intact.
-        directory = os.path.dirname(self.ckpt_path)
-        for name in os.listdir(directory):
-            if name.startswith(checkpoint.TMP_PREFIX) and name.endswith(checkpoint.TMP_SUFFIX):
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(directory, name))
-        # A corrupt file is named in the log and set aside; the previous one, or none, is used.
-        ckpt = checkpoint.load(self.ckpt_path)
-        if ckpt is None:
-            return None
-        if ckpt.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(
-                f"{self.ckpt_path}: checkpoint version {ckpt.get('version')!r} is not "
-                f"{CHECKPOINT_VERSION}; delete it to start over"
-            )
-        stored = ckpt["config"]
-        differ = sorted(
-            k
-            for k in set(stored) | set(self.cfg)
-            if k not in RESUMABLE_KEYS and stored.get(k) != self.cfg.get(k)
-        )
-        if differ:
-            raise ValueError(
-                f"{self.ckpt_path} was written for a different config "
-                f"(differs in: {', '.join(differ)}); use another checkpoint_dir"
-            )
-        if self.step_based and ckpt["steps"] > self.cfg["max_steps"]:
-            raise ValueError(
-                f"{self.ckpt_path} holds {ckpt['steps']} steps, more than the "
-                f"{self.cfg['max_steps']} requested"
-            )
-        if not self.step_based and ckpt["epoch"] > self.cfg["epochs"]:
-            raise ValueError(
-                f"{self.ckpt_path} holds {ckpt['epoch']} epochs, more than the "
-                f"{self.cfg['epochs']} requested"
-            )
-        return ckpt
 
     def _save(self, result: Mapping[str, Any] | None) -> None:
         if not self.ckpt_path:
             return
         # Every rank's RNG state (dropout, augmentation) goes into rank 0's checkpoint.
-        rank_rngs = self.world.gather(_rng_states())
+        rank_rngs = self.world.gather(resume.rng_states())
         if not self.world.main:
             return
         state = {
@@ -723,24 +410,23 @@ class Trial:
         }
         checkpoint.save(state, self.ckpt_path)
 
-    def _per_rank_batchnorm(self) -> bool:
-        return parallel.has_batchnorm(self.model) and not self.cfg["sync_batchnorm"]
-
     def _restore(self, ckpt: Mapping[str, Any]) -> None:
-        saved_world = int(ckpt.get("world_size", 1))
-        if saved_world != self.world.size and self._per_rank_batchnorm():
-            raise ValueError(
-                f"{self.ckpt_path} was written by {saved_world} process(es) with per-rank "
-                f"BatchNorm statistics, which make the trajectory depend on the world size; "
-                f"resume it with nproc * nodes = {saved_world} (now {self.world.size})"
-            )
+        per_rank_bn = parallel.has_batchnorm(self.model) and not self.cfg["sync_batchnorm"]
+        resume.check_world_size(self.ckpt_path, ckpt, self.world.size, per_rank_bn)
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
-        rngs = ckpt.get("rank_rng") or [ckpt["rng"]]
-        _set_rng_states(rngs[self.world.rank] if len(rngs) == self.world.size else ckpt["rng"])
+        resume.restore_rngs(ckpt, self.world.rank, self.world.size)
         self.loader_gen.set_state(ckpt["loader_rng"])
         self._restore_progress(ckpt)
+        cfg = self.cfg
+        if ckpt["config"]["epochs"] != cfg["epochs"] and cfg["schedule"]["name"] == "cosine":
+            if cfg["schedule"]["total_epochs"] is None:
+                warnings.warn(
+                    "continuing a cosine schedule with a new number of epochs changes its "
+                    "horizon; set schedule.total_epochs to keep it fixed",
+                    stacklevel=5,
+                )
 
     def _restore_progress(self, ckpt: Mapping[str, Any]) -> None:
         self.epoch = int(ckpt["epoch"])
@@ -750,22 +436,24 @@ class Trial:
         self.history = list(ckpt["history"])
 
 
-def _ended_for(
-    result: Mapping[str, Any], stored: Mapping[str, Any], cfg: Mapping[str, Any]
-) -> bool:
-    """Whether a stored result answers ``cfg`` as it is, or training should go on.
+# -- helpers -------------------------------------------------------------------------------------
 
-    A diverged trial stays diverged. A trial that stopped at its time limit goes on when the limit
-    changed (the wall time counts across restarts); one stopped by the backward-pass budget
-    stopped mid-epoch and is final. Otherwise it goes on when ``epochs`` grew.
-    """
-    if result["status"] == "diverged" or result.get("stopped_by_backward_passes"):
-        return True
-    if result.get("stopped_by_time_limit") and stored["time_limit_s"] != cfg["time_limit_s"]:
-        return False
-    if cfg.get("max_steps") is not None:
-        return stored.get("max_steps") == cfg["max_steps"]
-    return stored["epochs"] == cfg["epochs"]
+
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    previous = torch.get_num_threads()
+    try:
+        if n is not None:
+            torch.set_num_threads(n)
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _param_groups(model: torch.nn.Module, cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -776,16 +464,6 @@ def _param_groups(model: torch.nn.Module, cfg: Mapping[str, Any]) -> list[dict[s
     decay = [p for p in params if p.dim() >= 2]
     rest = [p for p in params if p.dim() < 2]
     return [{"params": decay}] + ([{"params": rest, "weight_decay": 0.0}] if rest else [])
-
-
-def _batch_size(batch: Any) -> int:
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0]) if batch.dim() else 1
-    if isinstance(batch, Mapping):
-        return _batch_size(next(iter(batch.values())))
-    if isinstance(batch, list | tuple) and batch:
-        return _batch_size(batch[0])
-    return 1
 
 
 def run(

@@ -91,3 +91,35 @@ def test_sigkill_then_rerun_resumes_and_logs_every_epoch_once(tmp_path):
         "val_acc",
     )
     assert len(history) <= 4 + 1  # an epoch logged but not checkpointed may be logged again
+
+
+def test_a_lost_newest_checkpoint_logs_no_epoch_twice_in_mlflow(tmp_path):
+    """The trial falls back to the previous checkpoint and trains epoch 2 again; the MLflow run
+    already holds it, so every step is there once."""
+    from runners.execute import execute_trial
+    from runners.tracking import MlflowTracker, ensure_parent_run
+    from sassha.trial import CHECKPOINT_NAME, Trial
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    _, parent = ensure_parent_run(uri, "lost", "lost")
+    config = {
+        "workload": "digits_cnn",
+        "optimizer": "adamw",
+        "epochs": 3,
+        "batch_size": 32,
+        "model": {"width": 4},
+        "data": {"num_train": 96, "num_val": 32},
+        "seed": 0,
+    }
+    trial_dir = tmp_path / "trial"
+    tracking = {"uri": uri, "experiment": "lost", "parent_run_id": parent, "tags": {}}
+    tracker = MlflowTracker.for_trial(uri, "lost", parent, "abc", {}, trial_dir)
+    epochs = Trial(config, tracker, trial_dir).epochs()
+    next(epochs), next(epochs)  # stopped after epoch 2's checkpoint, as by a kill
+    epochs.close()
+    (trial_dir / CHECKPOINT_NAME).write_bytes(b"\x80garbage")
+    job = {"hash": "abc", "config": config, "trial_dir": str(trial_dir), "tracking": tracking}
+    assert execute_trial(job)["status"] == "finished"
+    for key in ("val_acc", "train_loss", "epochs_completed"):
+        steps = [m.step for m in tracker.client.get_metric_history(tracker.run_id, key)]
+        assert sorted(steps) == ([3] if key == "epochs_completed" else [1, 2, 3]), key

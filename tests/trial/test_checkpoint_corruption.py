@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from sassha import checkpoint
-from sassha.trial import CHECKPOINT_NAME, run
+from sassha.tracking import MemoryTracker
+from sassha.trial import CHECKPOINT_NAME, Trial, run
 
 SMALL = {
     "workload": "digits_cnn",
@@ -51,6 +52,40 @@ def test_no_good_checkpoint_means_a_clean_restart(tmp_path, caplog):
     assert "starting over" in caplog.text
     assert again["status"] == "finished"
     assert _final(again) == pytest.approx(_final(reference))
+
+
+def _steps(tracker, name):
+    return [step for step, _ in tracker.history(name)]
+
+
+@pytest.mark.parametrize("stopped_after", [2, 3])
+def test_epochs_trained_again_after_a_fallback_are_logged_once(tmp_path, stopped_after):
+    """The newest checkpoint lost: the trial trains an epoch again from the previous one, but
+    its tracker already holds that epoch (and, for an ended trial, the summary) and gets each
+    step once, with the numbers of an uninterrupted run."""
+    reference = MemoryTracker()
+    run({**SMALL, "epochs": 3}, tracker=reference)
+    tracker = MemoryTracker()
+    epochs = Trial({**SMALL, "epochs": 3}, tracker, tmp_path).epochs()
+    for _ in range(stopped_after):  # 2: killed after epoch 2's checkpoint; 3: ended
+        next(epochs)
+    epochs.close()
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"\x80garbage")
+    Trial({**SMALL, "epochs": 3}, tracker, tmp_path).run()
+    for name in ("val_loss", "train_loss", "wall_time_s"):
+        assert _steps(tracker, name) == [1, 2, 3], name
+    assert _steps(tracker, "epochs_completed") == [3]
+    for name in ("val_loss", "val_acc", "train_loss", "epochs_completed"):
+        assert tracker.history(name) == reference.history(name), name
+
+
+def test_a_start_over_logs_no_epoch_twice(tmp_path):
+    tracker = MemoryTracker()
+    run({**SMALL, "epochs": 1}, tracker=tracker, checkpoint_dir=tmp_path)
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
+    run({**SMALL, "epochs": 2}, tracker=tracker, checkpoint_dir=tmp_path)
+    assert _steps(tracker, "val_loss") == [1, 2]
+    assert _steps(tracker, "epochs_completed") == [1, 2]  # the first run's end, then this one's
 
 
 def test_a_checksum_mismatch_is_caught_even_when_unpickling_would_succeed(tmp_path, caplog):

@@ -1,6 +1,14 @@
 import math
 
-from sassha.tracking import JsonTracker, MemoryTracker, NullTracker, Tracker, flatten, read_json_log
+from sassha.tracking import (
+    JsonTracker,
+    MemoryTracker,
+    NullTracker,
+    Tracker,
+    flatten,
+    last_logged_step,
+    read_json_log,
+)
 
 
 def test_flatten_dotted_keys():
@@ -47,3 +55,15 @@ def test_json_tracker_round_trip(tmp_path):
     assert records[1]["step"] == 3 and math.isnan(records[1]["metrics"]["train_loss"])
     assert records[3]["path"] == str(tmp_path / "a.txt")
     assert records[4]["status"] == "diverged"
+
+
+def test_trackers_say_the_last_step_they_hold(tmp_path):
+    memory, log = MemoryTracker(), JsonTracker(tmp_path / "log.jsonl")
+    assert last_logged_step(NullTracker(), "x") is None
+    for t in (memory, log):
+        assert last_logged_step(t, "x") is None
+        t.log_metrics({"x": 1.0, "y": 2.0}, step=1)
+        t.log_metrics({"x": 3.0}, step=4)
+        t.log_metrics({"x": 3.0}, step=2)
+        assert (last_logged_step(t, "x"), last_logged_step(t, "y")) == (4, 1)
+        assert last_logged_step(t, "z") is None
