@@ -7,17 +7,15 @@ with 0 when every trial ended finished or diverged and 1 when any failed.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from runners.backends import BACKENDS
+from runners.console import Display, console
 from runners.spec import BACKEND_OPTIONS, SpecError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -33,13 +31,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160"))
-    return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False)
 
 
 def _load(args) -> tuple[Any, list]:
@@ -72,18 +63,6 @@ def _check_reachable(uri: str) -> None:
         raise UsageError(f"sweep: {exc}") from None
 
 
-def _axes_text(axes: dict[str, Any]) -> str:
-    from runners.plan import axis_label
-
-    return " ".join(f"{k}={axis_label(v)}" for k, v in axes.items()) or "-"
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "-" if value is None else str(value)
-
-
 def _states(trials, workdir: Path) -> dict[str, Any]:
     from runners.state import trial_dir, trial_state
 
@@ -112,195 +91,32 @@ def _metric(spec, trials) -> dict[str, str]:
     return default_metric(spec, trials)
 
 
-# ---------------------------------------------------------------- plan
-
-
-def _world_text(config: dict) -> str:
-    """``nproc x nodes = world size`` (just ``1`` for a single-process trial)."""
-    from sassha.execution import world_size
-
-    n = world_size(config)
-    nodes = config.get("nodes", 1)
-    return str(n) if nodes == 1 else f"{config.get('nproc', 1)}x{nodes}={n}"
-
-
-def _gpu_text(configs: list[dict]) -> str:
-    """What the sweep asks of the hardware: one GPU per process of each trial."""
-    from sassha.execution import world_size
-
-    worlds = [world_size(c) for c in configs] or [1]
-    on_cpu = sum(str(c.get("device", "auto")) == "cpu" for c in configs)
-    gpu = [w for w, c in zip(worlds, configs) if str(c.get("device", "auto")) != "cpu"]
-    text = f"processes per trial: {min(worlds)}" + (
-        f"-{max(worlds)}" if max(worlds) != min(worlds) else ""
-    )
-    if gpu:
-        text += (
-            f"; on GPUs (device auto/cuda): {max(gpu)} GPU(s) for the largest trial, "
-            f"{sum(gpu)} to run all {len(gpu)} at once"
-        )
-    if on_cpu:
-        text += f"; {on_cpu} trial(s) on CPU"
-    return text
+# ---------------------------------------------------------------- plan, status
 
 
 def cmd_plan(args) -> int:
-    from runners.plan import passes_per_step, trial_cost
+    from runners import views
 
     spec, trials = _load(args)
     states = _states(trials, _workdir(spec, args))
     if args.json:
-        rows = [
-            {
-                **t.to_json(),
-                "ended": states[t.hash].state in ("finished", "diverged"),
-                "state": states[t.hash].state,
-            }
-            for t in trials
-        ]
-        sys.stdout.write(json.dumps(rows, indent=2, sort_keys=True, default=str) + "\n")
-        return EXIT_OK
-    from rich.table import Table
-
-    con = _console()
-    table = Table(title=f"{spec.sweep_name}: {len(trials)} trials", title_justify="left")
-    cols = ("#", "variant", "axes", "seed", "epochs", "world", "passes/step", "official")
-    cols += ("hash", "state")
-    for col in cols:
-        right = col in ("#", "seed", "epochs", "world")
-        table.add_column(col, justify="right" if right else "left")
-    total, units = 0.0, set()
-    for i, t in enumerate(trials, 1):
-        cost, unit = trial_cost(t)
-        total += cost
-        units.add(unit)
-        st = states[t.hash].state
-        epochs = str(t.config["epochs"])
-        if t.config.get("max_steps") is not None:
-            epochs = f"{t.config['max_steps']} steps"
-        elif t.budget and "exact_epochs" in t.budget:
-            epochs += f" ({t.budget['exact_epochs']:.2f})"
-        table.add_row(
-            str(i),
-            t.variant,
-            _axes_text(t.axes),
-            str(t.seed),
-            epochs,
-            _world_text(t.config),
-            f"{passes_per_step(t.config):.3g}",
-            _official_text(t),
-            t.hash,
-            st,
-        )
-    con.print(table)
-    ended = sum(states[t.hash].state in ("finished", "diverged") for t in trials)
-    unit = units.pop() if len(units) == 1 else "epoch-passes"
-    if unit == "epoch-passes" and "backward passes" in units:
-        total = sum(t.config["epochs"] * passes_per_step(t.config) for t in trials)
-    how = (
-        "epochs x steps/epoch x backward passes/step"
-        if unit == "backward passes"
-        else "epochs x backward passes/step; steps/epoch unknown without reading the data"
-    )
-    if all(t.config.get("max_steps") is not None for t in trials):
-        how = "max_steps x backward passes/step, rho warm-up steps at rho = 0"
-    con.print(f"{len(trials)} trials ({ended} ended, {len(trials) - ended} to run)")
-    con.print(f"budget: {total:,.0f} {unit} ({how}; one Hessian-vector product = one pass)")
-    con.print(_gpu_text([t.config for t in trials]))
-    if spec.budget is not None:
-        b = spec.budget
-        rounding = [abs(t.budget.get("rounding", 0.0)) for t in trials if t.budget]
-        extra = f"; largest epoch rounding {max(rounding):.1%}" if rounding else ""
-        ref = f" of variant {b.reference}" if b.reference else ""
-        limit = f"{b.seconds:g} s" if b.equal == "wall_clock" else f"{b.epochs} epochs"
-        con.print(f"budget rule: equal {b.equal}{ref} at {limit}{extra}")
-    _print_deviations(con, spec, trials)
+        views.print_plan_json(trials, states)
+    else:
+        views.print_plan(spec, trials, states)
     return EXIT_OK
 
 
-def _periods(config) -> int:
-    """Epochs, or evaluation periods of a step-based trial (what its checkpoints count)."""
-    steps = config.get("max_steps")
-    if steps is None:
-        return int(config["epochs"])
-    return math.ceil(steps / (config.get("eval_interval") or steps))
-
-
-def _official_text(trial) -> str:
-    """The marked official config, shortened to its last two parts (the table is narrow)."""
-    if trial.official is None:
-        return ""
-    tail = "/".join(trial.official.split("/")[-2:])
-    return f"{tail} ({len(trial.deviations)} dev.)" if trial.deviations else tail
-
-
-def _print_deviations(con, spec, trials) -> None:
-    marked = sum(t.official is not None for t in trials)
-    if spec.profile is not None:
-        con.print(f"official markers: none under profile {spec.profile!r} (it changes what runs)")
-        return
-    con.print(f"{marked} of {len(trials)} trials reproduce an official configuration")
-    if not spec.deviations:
-        return
-    from rich.table import Table
-
-    table = Table(
-        title="declared deviations from the official configurations", title_justify="left"
-    )
-    for col in ("where", "key", "official", "ours", "reason"):
-        table.add_column(col, overflow="fold")
-    for d in spec.deviations:
-        table.add_row(d["where"], d["key"], repr(d["official"]), repr(d["ours"]), d["reason"])
-    con.print(table)
-
-
-# ---------------------------------------------------------------- status
-
-
 def cmd_status(args) -> int:
+    from runners import views
+
     spec, trials = _load(args)
     workdir = _workdir(spec, args)
     states = _states(trials, workdir)
     metric = _metric(spec, trials)["name"]
     if args.json:
-        rows = [
-            {
-                "hash": t.hash,
-                "variant": t.variant,
-                "seed": t.seed,
-                "axes": t.axes,
-                "state": states[t.hash].state,
-                "epoch": states[t.hash].epoch,
-                metric: states[t.hash].metrics.get(metric),
-            }
-            for t in trials
-        ]
-        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
-        return EXIT_OK
-    from rich.table import Table
-
-    con = _console()
-    table = Table(title=f"{spec.sweep_name} ({workdir})", title_justify="left")
-    for col in ("variant", "axes", "seed", "hash", "state", "epoch", metric):
-        table.add_column(col)
-    counts: Counter = Counter()
-    for t in trials:
-        st = states[t.hash]
-        counts[st.state] += 1
-        epoch = f"{st.epoch}/{_periods(t.config)}" if st.epoch is not None else "-"
-        table.add_row(
-            t.variant,
-            _axes_text(t.axes),
-            str(t.seed),
-            t.hash,
-            st.state,
-            epoch,
-            _fmt(st.metrics.get(metric)),
-        )
-    con.print(table)
-    from runners.state import STATES
-
-    con.print(", ".join(f"{counts[s]} {s}" for s in STATES) + f" (of {len(trials)})")
+        views.print_status_json(trials, states, metric)
+    else:
+        views.print_status(spec, trials, states, metric, workdir)
     return EXIT_OK
 
 
@@ -330,113 +146,6 @@ def _backend_options(spec, args) -> tuple[str, dict[str, Any]]:
     return name, options
 
 
-class _Display:
-    """Live progress (rich) plus one printed line per finished trial."""
-
-    def __init__(self, jobs: list[dict], metric: str) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.jobs = jobs
-        self.metric = metric
-        self.total_epochs = sum(_periods(j["config"]) for j in jobs)
-        self.counts: Counter = Counter()
-        self.ended: set[str] = set()
-        self.stopped: list[str] = []  # why trials stopped without ending (a full disk)
-        self.con = _console(stderr=True)
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("epochs"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=self.con,
-            transient=False,
-        )
-        self.task = self.progress.add_task(self._describe(0), total=self.total_epochs)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _describe(self, running: int) -> str:
-        c = self.counts
-        return (
-            f"finished {c['finished']} diverged {c['diverged']} failed {c['failed']} "
-            f"running {running} of {len(self.jobs)}"
-        )
-
-    def _poll(self) -> None:
-        while not self._stop.wait(1.0):
-            self._refresh()
-
-    def _refresh(self) -> None:
-        """Epochs done: all of an ended trial's (a diverged one stopped early but is done)."""
-        from runners.state import trial_state
-
-        done_epochs, running = 0, 0
-        for job in self.jobs:
-            if job["hash"] in self.ended:
-                done_epochs += _periods(job["config"])
-                continue
-            st = trial_state(Path(job["trial_dir"]))
-            running += st.state == "running"
-            done_epochs += min(int(st.epoch or 0), _periods(job["config"]))
-        self.progress.update(self.task, completed=done_epochs, description=self._describe(running))
-
-    def __enter__(self):
-        self.progress.start()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._refresh()  # the bar's last state is the sweep's, not the last poll's
-        self.progress.stop()
-
-    def on_result(self, job: dict, result: dict) -> None:
-        status = str(result.get("status", "failed"))
-        self.ended.add(job["hash"])
-        n = len(self.ended)
-        where = f"[{n}/{len(self.jobs)}]"
-        axes = f"{job['variant']} {_axes_text(job['axes'])} seed={job['seed']}"
-        if status == "held":
-            self.progress.console.print(
-                f"{where} held     {job['hash']} {axes}: running under {result.get('held_by')}"
-            )
-            return
-        if status == "interrupted":
-            self.stopped.append(str(result.get("error")))
-            self.progress.console.print(
-                f"{where} stopped  {job['hash']} {axes}: {result.get('error')}"
-            )
-            return
-        if result.get("ended_elsewhere"):
-            self.progress.console.print(
-                f"{where} skipped  {job['hash']} {axes}: ended ({status}) in another process"
-            )
-            return
-        self.counts[status if status in ("finished", "diverged") else "failed"] += 1
-        value = result.get(self.metric)
-        extra = f" {self.metric}={_fmt(value)}" if value is not None else ""
-        if status == "failed" and result.get("error"):
-            from rich.markup import escape
-
-            # Errors quote paths and log prefixes in brackets that rich would take for markup.
-            extra += f" error: {escape(str(result['error']).splitlines()[0][:200])}"
-        took = result.get("wall_time_s")
-        took_s = f" ({took:.1f}s)" if isinstance(took, int | float) else ""
-        self.progress.console.print(f"{where} {status:<8} {job['hash']} {axes}{extra}{took_s}")
-        self.progress.update(self.task, description=self._describe(0))
-
-
 def cmd_run(args) -> int:
     from runners import sweep
     from runners.tracking import resolve_tracking_uri
@@ -452,7 +161,7 @@ def cmd_run(args) -> int:
     _write_plan(workdir, spec, trials)
     metric = _metric(spec, trials)["name"]
     todo = sweep.to_run(trials, states, args.retry_failed)
-    out = _console()
+    out = console()
     uri = None if args.no_tracking else resolve_tracking_uri(spec, args.tracking_uri)
     if any(s.state == "running" for s in states.values()):
         out.print(_held_line(states, len(todo)))
@@ -471,7 +180,7 @@ def cmd_run(args) -> int:
         f"workdir {workdir}" + (f"; MLflow {uri} experiment {spec.experiment}" if uri else "")
     )
     start = time.time()
-    display = _Display([j.payload() for j in jobs], metric)
+    display = Display([j.payload() for j in jobs], metric)
     with display:
         interrupted = sweep.run_sweep(backend, jobs, display.on_result)
     final = _states(trials, workdir)
@@ -707,47 +416,43 @@ def _backend_flags(sp) -> None:
                 group.add_argument(flag, type=option.type, choices=option.choices, help=option.help)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="sweep", description=__doc__.splitlines()[0].replace("``", ""))
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _common(sp, workdir: bool = True) -> None:
+    sp.add_argument("spec", help="the sweep spec (YAML)")
+    sp.add_argument("--profile", "-p", help="merge this named profile of the spec")
+    if workdir:
+        sp.add_argument("--workdir", help="working folder (default runs/<name>[-<profile>])")
+    _max_trials_option(sp)
 
-    def common(sp, workdir: bool = True) -> None:
-        sp.add_argument("spec", help="the sweep spec (YAML)")
-        sp.add_argument("--profile", "-p", help="merge this named profile of the spec")
-        if workdir:
-            sp.add_argument("--workdir", help="working folder (default runs/<name>[-<profile>])")
-        max_trials_option(sp)
 
-    def max_trials_option(sp) -> None:
-        sp.add_argument(
-            "--max-trials",
-            type=int,
-            metavar="N",
-            help="refuse a spec that expands to more trials than this (default 100000)",
-        )
+def _max_trials_option(sp) -> None:
+    sp.add_argument(
+        "--max-trials",
+        type=int,
+        metavar="N",
+        help="refuse a spec that expands to more trials than this (default 100000)",
+    )
 
-    sp = sub.add_parser("plan", help="list the trials a spec expands to, and its budget")
-    common(sp)
-    sp.add_argument("--json", action="store_true", help="print the trials as JSON on stdout")
-    sp.set_defaults(func=cmd_plan)
 
-    sp = sub.add_parser("run", help="run every trial that has not ended (resumes)")
-    common(sp)
+def _execution_flags(sp, jobs_help: str) -> None:
+    """The flags ``run`` and ``tune`` share: where the trials run and which store they log to."""
     sp.add_argument("--backend", "-b", choices=tuple(BACKENDS))
-    sp.add_argument("--jobs", "-j", type=int, help="trials at once (local backend)")
+    sp.add_argument("--jobs", "-j", type=int, help=jobs_help)
     sp.add_argument("--tracking-uri", help="MLflow store (default sqlite:///./mlflow.db)")
+
+
+def _add_run(sub) -> None:
+    sp = sub.add_parser("run", help="run every trial that has not ended (resumes)")
+    _common(sp)
+    _execution_flags(sp, "trials at once (local backend)")
     sp.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     sp.add_argument("--retry-failed", action="store_true", help="also rerun failed trials")
     _backend_flags(sp)
     sp.set_defaults(func=cmd_run)
 
-    sp = sub.add_parser("status", help="state and last metric of every trial")
-    common(sp)
-    sp.add_argument("--json", action="store_true", help="print the states as JSON on stdout")
-    sp.set_defaults(func=cmd_status)
 
+def _add_tune(sub) -> None:
     sp = sub.add_parser("tune", help="Optuna search over the spec's `tune:` space")
-    common(sp)
+    _common(sp)
     sp.add_argument("--backend", "-b", choices=tuple(BACKENDS))
     sp.add_argument("--n-trials", type=int, help="points to evaluate in all (default: the spec's)")
     sp.add_argument("--jobs", "-j", type=int, help="points evaluated at once (local backend)")
@@ -755,8 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--storage", help="Optuna storage URL (default: a journal file in workdir)")
     sp.set_defaults(func=cmd_tune)
 
+
+def _add_report(sub) -> None:
     sp = sub.add_parser("report", help="seed-aggregated tables and plots from MLflow")
-    common(sp)
+    _common(sp)
     sp.add_argument("--out", help="output folder (default <workdir>/reports)")
     sp.add_argument("--format", action="append", help="md, csv, tex, png (repeat or comma-list)")
     sp.add_argument(
@@ -774,9 +481,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra report option")
     sp.set_defaults(func=cmd_report)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sweep", description=__doc__.splitlines()[0].replace("``", ""))
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sp = sub.add_parser("plan", help="list the trials a spec expands to, and its budget")
+    _common(sp)
+    sp.add_argument("--json", action="store_true", help="print the trials as JSON on stdout")
+    sp.set_defaults(func=cmd_plan)
+    _add_run(sub)
+    sp = sub.add_parser("status", help="state and last metric of every trial")
+    _common(sp)
+    sp.add_argument("--json", action="store_true", help="print the states as JSON on stdout")
+    sp.set_defaults(func=cmd_status)
+    _add_tune(sub)
+    _add_report(sub)
     sp = sub.add_parser("check", help="validate specs and all their profiles")
     sp.add_argument("specs", nargs="+", help="the sweep specs (YAML) to check")
-    max_trials_option(sp)
+    _max_trials_option(sp)
     sp.set_defaults(func=cmd_check)
     return p
 
