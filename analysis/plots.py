@@ -186,18 +186,7 @@ def plot_metric_vs_axis(
             color=_color(i),
             label=str(name) if name is not None else metric,
         )
-        for _, r in sub.iterrows():
-            bad = int(r.get("diverged", 0)) + int(r.get("failed", 0))
-            if bad:
-                y = r[f"{metric}_mean"] if r[f"{metric}_n"] > 0 else ok[f"{metric}_mean"].min()
-                ax.annotate(
-                    f"{bad}✗",
-                    (r["_x"], y * scale),
-                    color=_color(i),
-                    fontsize=7,
-                    xytext=(3, -10),
-                    textcoords="offset points",
-                )
+        _mark_failures(ax, sub, ok, metric, scale, _color(i))
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(column_label(axis))
@@ -208,6 +197,23 @@ def plot_metric_vs_axis(
     ax.title.set_fontsize(9)
     fig.tight_layout()
     return _save(fig, path, dpi)
+
+
+def _mark_failures(ax, sub: pd.DataFrame, ok: pd.DataFrame, metric: str, scale, color) -> None:
+    """``n✗`` beside each point with diverged or failed seeds (at the curve's bottom if none
+    of its seeds gave a value)."""
+    for _, r in sub.iterrows():
+        bad = int(r.get("diverged", 0)) + int(r.get("failed", 0))
+        if bad:
+            y = r[f"{metric}_mean"] if r[f"{metric}_n"] > 0 else ok[f"{metric}_mean"].min()
+            ax.annotate(
+                f"{bad}✗",
+                (r["_x"], y * scale),
+                color=color,
+                fontsize=7,
+                xytext=(3, -10),
+                textcoords="offset points",
+            )
 
 
 def _numeric(x) -> bool:

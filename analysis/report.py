@@ -233,12 +233,7 @@ def build_report(
     wanted = _wanted_tables(tables, data, budget=budget)
 
     generic = aggregate(data, [metric], by=by, **agg_kw)
-    # The paper layouts name a cell by the axes that define it, without the hyperparameters
-    # zipped along with them (they stay visible in the generic table).
-    cell_by = [c for c in by if c in ("workload", "variant")]
-    cell_by += [f"params.{a}" for a in effective_axes(data)]
-    if "workload" not in cell_by and runs["workload"].nunique() > 1:
-        cell_by.insert(0, "workload")
+    cell_by = _cell_columns(data, by)
     if "generic" in wanted:
         report.tables.append(generic_table(generic, by, metric, best=best))
     pct = is_percent(metric)
@@ -249,70 +244,91 @@ def build_report(
     ]
     if claims:
         report.verdicts = evaluate_claims(data, claims, best=best, metric=metric, mode=mode)
+    report.tables += _layout_tables(data, wanted, cell_by, metric, agg_kw)
+    if paper:
+        _add_paper_table(report, data, best=best, metric=metric, mode=mode)
+    if out is not None:
+        _write(report, data, Path(out), formats, opts, workdir, by=by, agg_kw=agg_kw)
+    return report
 
+
+def _cell_columns(data: SweepData, by: list[str]) -> list[str]:
+    """The paper layouts name a cell by the axes that define it, without the hyperparameters
+    zipped along with them (they stay visible in the generic table)."""
+    cell_by = [c for c in by if c in ("workload", "variant")]
+    cell_by += [f"params.{a}" for a in effective_axes(data)]
+    if "workload" not in cell_by and data.runs["workload"].nunique() > 1:
+        cell_by.insert(0, "workload")
+    return cell_by
+
+
+def _layout_tables(data: SweepData, wanted, cell_by, metric: str, agg_kw: dict) -> list[Table]:
+    """The paper's table layouts that ``wanted`` names and the logged metrics can fill."""
+    runs, tables = data.runs, []
     if "accuracy" in wanted:
         agg = aggregate(data, [metric], by=["workload", "variant"], **agg_kw)
-        report.tables.append(accuracy_table(agg, metric))
+        tables.append(accuracy_table(agg, metric))
     if "sharpness" in wanted:
         names = [m for m, _ in SHARPNESS_METRICS if f"metrics.{m}" in runs]
         if names:
-            report.tables.append(
-                sharpness_table(aggregate(data, names, by=cell_by, **agg_kw), cell_by)
-            )
+            tables.append(sharpness_table(aggregate(data, names, by=cell_by, **agg_kw), cell_by))
     if "glue" in wanted:
         names = sorted({m for ms in GLUE_COLUMNS.values() for m in ms if f"metrics.{m}" in runs})
         if names:
             agg = aggregate(data, names, by=["workload", "variant"], **agg_kw)
-            report.tables.append(glue_table(agg))
+            tables.append(glue_table(agg))
     if "label_noise" in wanted and "params.label_noise" in runs:
         lby = ["workload", "variant", "params.label_noise"]
-        report.tables.append(label_noise_table(aggregate(data, [metric], by=lby, **agg_kw), metric))
+        tables.append(label_noise_table(aggregate(data, [metric], by=lby, **agg_kw), metric))
     if "cost" in wanted:
         names = [m for m in ("backward_passes", "wall_time_s") if f"metrics.{m}" in runs]
         cby = ["workload", *[c for c in cell_by if c != "workload"]]
         agg = aggregate(data, [*names, metric], by=cby, **agg_kw)
         agg["epochs"] = _epochs_per_group(data, agg, cby)
-        report.tables.append(cost_table(agg, cby, metric))
+        tables.append(cost_table(agg, cby, metric))
+    return tables
 
-    if paper:
-        from analysis.published import compare, paper_values
 
-        values = None
-        if best:
-            names = sorted({n for pv in paper_values() for n in pv.ours})
-            values = trial_values(data, names, best=True, metric=metric, mode=mode)
-        table = compare(data, values)
-        if table is None:
-            workloads = ", ".join(sorted(set(runs["workload"])))
-            report.notes.append(
-                f"--paper: none of this sweep's workloads ({workloads}) and variants matches a "
-                "row of the paper's Tables 1, 3-7, 14, 15."
-            )
-        else:
-            report.tables.append(table)
+def _add_paper_table(report: Report, data: SweepData, *, best: bool, metric: str, mode: str):
+    from analysis.published import compare, paper_values
 
-    if out is not None:
-        out = Path(out)
-        for t in report.tables:
-            report.files += t.write(out, formats)
-        if "png" in formats:
-            report.figures += _figures(
-                data, out, metric=metric, mode=mode, by=by, agg_kw=agg_kw, dpi=int(opts["dpi"])
-            )
-        for key, fn in (("landscape", _landscape_figure), ("spectrum", _spectrum_figure)):
-            if opts.get(key):
-                if workdir is None:
-                    raise ReportError(f"{key}: needs the sweep's working folder")
-                picks = _figure_trials(data, workdir, opts[key], key, metric, mode, variant_order)
-                report.figures.append(fn(picks, out, opts))
-        report.files += report.figures
-        if report.verdicts:
-            report.files += claimstats.write(report.verdicts, out)
-        if "md" in formats:
-            path = out / "report.md"
-            path.write_text(report.to_markdown(data.sweep))
-            report.files.append(path)
-    return report
+    values = None
+    if best:
+        names = sorted({n for pv in paper_values() for n in pv.ours})
+        values = trial_values(data, names, best=True, metric=metric, mode=mode)
+    table = compare(data, values)
+    if table is None:
+        workloads = ", ".join(sorted(set(data.runs["workload"])))
+        report.notes.append(
+            f"--paper: none of this sweep's workloads ({workloads}) and variants matches a "
+            "row of the paper's Tables 1, 3-7, 14, 15."
+        )
+    else:
+        report.tables.append(table)
+
+
+def _write(report: Report, data: SweepData, out: Path, formats, opts, workdir, *, by, agg_kw):
+    """The tables, figures, verdicts and ``report.md`` under ``out``, listed in ``report.files``."""
+    metric, mode, variant_order = agg_kw["metric"], agg_kw["mode"], agg_kw["variant_order"]
+    for t in report.tables:
+        report.files += t.write(out, formats)
+    if "png" in formats:
+        report.figures += _figures(
+            data, out, metric=metric, mode=mode, by=by, agg_kw=agg_kw, dpi=int(opts["dpi"])
+        )
+    for key, fn in (("landscape", _landscape_figure), ("spectrum", _spectrum_figure)):
+        if opts.get(key):
+            if workdir is None:
+                raise ReportError(f"{key}: needs the sweep's working folder")
+            picks = _figure_trials(data, workdir, opts[key], key, metric, mode, variant_order)
+            report.figures.append(fn(picks, out, opts))
+    report.files += report.figures
+    if report.verdicts:
+        report.files += claimstats.write(report.verdicts, out)
+    if "md" in formats:
+        path = out / "report.md"
+        path.write_text(report.to_markdown(data.sweep))
+        report.files.append(path)
 
 
 def evaluate_claims(
@@ -405,10 +421,8 @@ def _figure_trials(data, workdir, value, option, metric, mode, variants):
 def _landscape_figure(picks, out, opts) -> Path:
     from analysis.landscape import trial_surface
 
-    surfaces, names = {}, []
-    for path, label, name in picks:
-        names.append(name)
-        surfaces[label] = trial_surface(
+    def surface(path):
+        return trial_surface(
             path,
             radius=float(opts["landscape_radius"]),
             steps=int(opts["landscape_steps"]),
@@ -417,17 +431,15 @@ def _landscape_figure(picks, out, opts) -> Path:
             seed=int(opts["hessian_seed"]),
             device=str(opts["device"]),
         )
-    name = "landscape_" + "_".join(names) + ".png"
-    return plots.plot_loss_surface(surfaces, Path(out) / name, dpi=int(opts["dpi"]))
+
+    return _trial_figure(picks, out, opts, "landscape", surface, plots.plot_loss_surface)
 
 
 def _spectrum_figure(picks, out, opts) -> Path:
     from analysis.landscape import trial_spectrum
 
-    densities, names = {}, []
-    for path, label, name in picks:
-        names.append(name)
-        densities[label] = trial_spectrum(
+    def density(path):
+        return trial_spectrum(
             path,
             m=int(opts["spectrum_steps"]),
             n_runs=int(opts["spectrum_runs"]),
@@ -435,8 +447,15 @@ def _spectrum_figure(picks, out, opts) -> Path:
             seed=int(opts["hessian_seed"]),
             device=str(opts["device"]),
         )
-    name = "spectrum_" + "_".join(names) + ".png"
-    return plots.plot_spectrum(densities, Path(out) / name, dpi=int(opts["dpi"]))
+
+    return _trial_figure(picks, out, opts, "spectrum", density, plots.plot_spectrum)
+
+
+def _trial_figure(picks, out, opts, kind: str, compute, plot) -> Path:
+    """One figure of ``compute(trial folder)`` per picked trial, named after the trials."""
+    values = {label: compute(path) for path, label, _ in picks}
+    name = f"{kind}_" + "_".join(name for _, _, name in picks) + ".png"
+    return plot(values, Path(out) / name, dpi=int(opts["dpi"]))
 
 
 def check_options(options: dict, where: str = "option") -> dict:
