@@ -71,15 +71,21 @@ def slurm_entry(job: Job) -> Result:
     A trial of ``nproc * nodes`` processes is one Slurm job of ``nodes`` nodes with
     ``tasks_per_node = nproc``; ``TorchDistributedEnvironment`` turns the task's Slurm variables
     into the ``torch.distributed`` ones (``CUDA_VISIBLE_DEVICES`` is left as Slurm set it: the
-    trial picks the GPU of its local rank).
+    trial picks the GPU of its local rank), and ranks agree on a free master port through the
+    job's folder (``runners.backends.rendezvous``).
     """
     from runners.execute import execute_rank, execute_trial
 
     if _world(job) == 1:
         return execute_trial(job)
+    from submitit import JobEnvironment
     from submitit.helpers import TorchDistributedEnvironment
 
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    from runners.backends.rendezvous import export_master_port
+
+    env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    # The port submitit derives from the job id may be taken on the first node.
+    export_master_port(JobEnvironment().paths.folder, JobEnvironment().job_id, env.rank)
     return execute_rank(job)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -168,6 +169,33 @@ def test_sigkill_of_one_rank_then_the_trial_resumes(tmp_path, backend):
     assert sorted({m.step for m in history}) == [1, 2, 3, 4]
     # Resumed, not restarted: at most the epoch in flight was logged twice.
     assert len(history) <= 5
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_slurm_trial_finishes_when_its_master_port_is_taken(tmp_path):
+    """submitit takes MASTER_PORT from the environment (else derives it from the job id); with a
+    socket listening on it, rank 0 picks another port, publishes it, and the trial finishes."""
+    require_slurm()
+    spec = write_spec(tmp_path, SPEC.replace("epochs: 4", "epochs: 1"))
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    args = [a.format(tmp=tmp_path) for a in BACKENDS["slurm"][0]]
+    cmd = [sys.executable, "-m", "runners.cli", "run", str(spec), "--tracking-uri", uri, *args]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = dict(os.environ, PYTHONPATH=str(REPO), MASTER_PORT=str(port))
+        done = subprocess.run(
+            cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 finished, 0 diverged, 0 failed" in done.stdout
+    (published,) = (tmp_path / "submitit").glob("*/master_port.*")
+    assert int(published.read_text()) != port
+    (trial_dir,) = (tmp_path / "runs" / "dp" / "trials").glob("*")
+    result = json.loads((trial_dir / "result.json").read_text())
+    assert result["status"] == "finished" and result["world_size"] == 2
 
 
 def _bad_spec(tmp_path, override: str) -> Path:
