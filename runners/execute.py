@@ -20,12 +20,9 @@ from typing import Any
 
 from runners.files import CONFIG_FILE, PROGRESS_FILE, RESULT_FILE, write_json
 from runners.lease import LEASE_FILE, Lease, describe
-from sassha.execution import world_size
+from sassha.execution import PARAM_EXCLUDE, world_size
 from sassha.tracking import json_safe, last_logged_step
 
-# Per-trial-unique or machine-specific values are not MLflow params (they would make every
-# run's params differ and hide the ones that matter in comparisons).
-PARAM_EXCLUDE = ("data_root", "checkpoint_dir", "trial_dir", "tracking", "hash", "device")
 RUNNING_FILE = LEASE_FILE
 
 

@@ -23,12 +23,8 @@ from typing import Any
 from runners.claims import check_claims
 from runners.spec import OFFICIAL, Spec, SpecError
 from runners.yamlio import Pos
-from sassha.execution import EXECUTION_KEYS
+from sassha.execution import NON_IDENTITY_KEYS
 
-# Keys that never change what a trial computes: how it runs (sassha.execution) and where it
-# reads or logs. They are left out of a trial's identity so moving a sweep to a GPU, to more
-# processes or to a cluster keeps hashes.
-NON_IDENTITY_KEYS = EXECUTION_KEYS | {"data_root", "tracking", "pin_memory", "checkpoint_dir"}
 # Keys a spec may not set in base/variants: they come from elsewhere in the spec.
 _RESERVED = {"seed": "seeds are set with the top-level `seeds` list"}
 

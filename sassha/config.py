@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sassha.execution import EXECUTION_KEYS, world_size
+from sassha.execution import RESUMABLE_KEYS, world_size
 from sassha.optim import get_spec
 from sassha.schedules import normalize_hessian_power_schedule, normalize_schedule
 from sassha.workloads import get_workload
@@ -118,13 +118,6 @@ class TrialDefaults:
 
 
 _MERGED_KEYS = ("model", "data", "diagnostics")
-# Keys that may change between a checkpoint and a restart without changing what is trained.
-RESUMABLE_KEYS = frozenset(
-    {"epochs", "time_limit_s", "max_backward_passes"}
-    | EXECUTION_KEYS
-    | {"max_steps", "data_root"}
-    | {"pretrained_dir", "diagnostics", "eval_batch_size"}
-)
 
 
 # -- configuration -------------------------------------------------------------------------------
