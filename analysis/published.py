@@ -86,6 +86,46 @@ def paper_values() -> list[PaperValue]:
     """Every published number that has a counterpart metric here, flattened."""
     pub = load_published()
     out: list[PaperValue] = []
+    _sharpness_values(pub, out)
+    for row, ppl in pub["table3_language_pretraining_wikitext2_gpt1mini"].items():
+        out.append(
+            PaperValue(
+                "table3", "wikitext2_gpt1mini", row, "perplexity", ("val_ppl",), ppl, math.nan
+            )
+        )
+    _glue_values(pub["table4_glue_squeezebert"], out)
+    _label_noise_values(pub["table5_label_noise_resnet32"], out)
+    for row, d in pub["table6_sam_vs_sassha_imagenet_vit_s32"].items():
+        _timed("table6", "imagenet_vit_s32", row, d, out)
+    for workload, rows in pub["table14_sam_vs_sassha_cifar"].items():
+        for d in rows:
+            _timed("table14", workload, d["optimizer"], d, out)
+    gpt2 = pub["official_repo_gpt2_small_openwebtext"]  # the authors' repository, not the paper
+    for row, values in gpt2["rows"].items():
+        for col, v in zip(gpt2["columns"], values):
+            out.append(
+                PaperValue("gpt2_repo", "openwebtext_gpt2_small", row, col, (col,), v, math.nan)
+            )
+    for workload, rows in pub["table15_seconds_per_epoch"].items():
+        if workload == "backward_passes_per_step":
+            continue
+        for row, secs in rows.items():
+            out.append(
+                PaperValue(
+                    "table15",
+                    workload,
+                    row,
+                    "seconds/epoch",
+                    ("seconds_per_epoch",),
+                    float(secs),
+                    math.nan,
+                )
+            )
+    return out
+
+
+def _sharpness_values(pub: dict, out: list[PaperValue]) -> None:
+    """Tables 1 and 7: sharpness measures and accuracy per optimizer."""
 
     def sharpness(table: str, workload: str, rows: dict, columns: list[str]) -> None:
         for row, values in rows.items():
@@ -106,14 +146,8 @@ def paper_values() -> list[PaperValue]:
         if workload != "columns" and isinstance(rows, dict):
             sharpness("table7", workload, rows, t7["columns"])
 
-    for row, ppl in pub["table3_language_pretraining_wikitext2_gpt1mini"].items():
-        out.append(
-            PaperValue(
-                "table3", "wikitext2_gpt1mini", row, "perplexity", ("val_ppl",), ppl, math.nan
-            )
-        )
 
-    t4 = pub["table4_glue_squeezebert"]
+def _glue_values(t4: dict, out: list[PaperValue]) -> None:
     names = t4["metrics"]
     for row, tasks in t4.items():
         if row == "metrics":
@@ -137,7 +171,8 @@ def paper_values() -> list[PaperValue]:
                     )
                 )
 
-    t5 = pub["table5_label_noise_resnet32"]
+
+def _label_noise_values(t5: dict, out: list[PaperValue]) -> None:
     for dataset in ("cifar100", "cifar10"):
         for row, cells in t5[dataset].items():
             for level, v in zip(t5["noise_levels"], cells):
@@ -155,37 +190,6 @@ def paper_values() -> list[PaperValue]:
                         {"label_noise": float(level)},
                     )
                 )
-
-    for row, d in pub["table6_sam_vs_sassha_imagenet_vit_s32"].items():
-        _timed("table6", "imagenet_vit_s32", row, d, out)
-    for workload, rows in pub["table14_sam_vs_sassha_cifar"].items():
-        for d in rows:
-            _timed("table14", workload, d["optimizer"], d, out)
-
-    gpt2 = pub["official_repo_gpt2_small_openwebtext"]  # the authors' repository, not the paper
-    for row, values in gpt2["rows"].items():
-        for col, v in zip(gpt2["columns"], values):
-            out.append(
-                PaperValue("gpt2_repo", "openwebtext_gpt2_small", row, col, (col,), v, math.nan)
-            )
-
-    t15 = pub["table15_seconds_per_epoch"]
-    for workload, rows in t15.items():
-        if workload == "backward_passes_per_step":
-            continue
-        for row, secs in rows.items():
-            out.append(
-                PaperValue(
-                    "table15",
-                    workload,
-                    row,
-                    "seconds/epoch",
-                    ("seconds_per_epoch",),
-                    float(secs),
-                    math.nan,
-                )
-            )
-    return out
 
 
 def _timed(table: str, workload: str, row: str, d: dict, out: list) -> None:
@@ -275,26 +279,28 @@ def compare(data: SweepData, values: pd.DataFrame | None = None) -> Table | None
                 ours = pd.Series(got) * pv.factor
                 setting = {a: k for a, k in zip(axes, key) if k is not None}
                 setting.update(pv.conditions)
-                rows.append(
-                    {
-                        "table": pv.table,
-                        "workload": pv.workload,
-                        "paper_row": pv.row,
-                        "variant": variant,
-                        "setting": ", ".join(f"{k}={v}" for k, v in setting.items()),
-                        "metric": pv.metric,
-                        "paper_mean": pv.mean,
-                        "paper_std": pv.std,
-                        "ours_mean": float(ours.mean()),
-                        "ours_std": float(ours.std(ddof=1)) if len(ours) > 1 else math.nan,
-                        "ours_n": len(ours),
-                        "difference": float(ours.mean()) - pv.mean,
-                    }
-                )
-    if not rows:
-        return None
-    frame = pd.DataFrame(rows)
+                rows.append(_row(pv, variant, setting, ours))
+    return _paper_table(pd.DataFrame(rows)) if rows else None
 
+
+def _row(pv: PaperValue, variant: str, setting: dict, ours: pd.Series) -> dict:
+    return {
+        "table": pv.table,
+        "workload": pv.workload,
+        "paper_row": pv.row,
+        "variant": variant,
+        "setting": ", ".join(f"{k}={v}" for k, v in setting.items()),
+        "metric": pv.metric,
+        "paper_mean": pv.mean,
+        "paper_std": pv.std,
+        "ours_mean": float(ours.mean()),
+        "ours_std": float(ours.std(ddof=1)) if len(ours) > 1 else math.nan,
+        "ours_n": len(ours),
+        "difference": float(ours.mean()) - pv.mean,
+    }
+
+
+def _paper_table(frame: pd.DataFrame) -> Table:
     def pm(mean, std):
         if math.isnan(std):
             return fmt_number(mean)
