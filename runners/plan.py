@@ -278,6 +278,19 @@ def _check_metric(spec: Spec, trials: list[PlannedTrial]) -> None:
             )
 
 
+def _source_of(exc: Exception, sources: Mapping[str, _Src], fallback: _Src) -> _Src:
+    """Where the key that ``exc`` is about was set: a ConfigError's key path, else its words."""
+    from sassha.errors import ConfigError
+
+    if not isinstance(exc, ConfigError):
+        return _attribute(str(exc).strip("'\""), sources, fallback)
+    parts = exc.key.split(".")
+    # optimizer hyperparameters are top-level keys of a trial's config
+    if parts[0] == "optimizer_hparams":
+        parts = parts[1:]
+    return sources.get(parts[0], fallback) if parts else fallback
+
+
 def _attribute(message: str, sources: Mapping[str, _Src], fallback: _Src) -> _Src:
     """The source of the first config key that an error message names."""
     words = message.replace("'", " ").replace('"', " ").replace(":", " ").split()
@@ -476,14 +489,13 @@ def _resolve(row: dict[str, Any]) -> dict[str, Any]:
         config = resolve_config(partial)
     except (ValueError, TypeError, KeyError) as exc:
         msg = str(exc).strip("'\"")
-        raise _fail(_attribute(msg, sources, fallback), msg) from None
+        raise _fail(_source_of(exc, sources, fallback), msg) from None
     spec = get_spec(optimizer)
     hparams = {k: config[k] for k in spec.defaults if k in config}
     try:
         spec.validate(hparams)
     except (ValueError, TypeError) as exc:
-        msg = str(exc)
-        raise _fail(_attribute(msg, sources, fallback), msg) from None
+        raise _fail(_source_of(exc, sources, fallback), str(exc)) from None
     return config
 
 

@@ -108,3 +108,36 @@ def test_profile_error_points_into_the_profile(tmp_path: Path):
     with pytest.raises(SpecError) as info:
         plan(load_spec(spec, "smoke"))
     assert str(info.value).startswith(f"{spec}:7: base.epochs: must be an integer >= 1")
+
+
+def test_config_error_is_placed_by_its_key_path(tmp_path: Path, monkeypatch):
+    """A ConfigError from resolve_config points at the line of the key it names, not at the
+    first config key its message happens to mention."""
+    import sassha.config
+    from sassha.errors import ConfigError
+
+    real = sassha.config.resolve_config
+
+    def resolve(config):
+        if config.get("lr") == 0.125:
+            raise ConfigError("optimizer_hparams.lr", "epochs and lr disagree", got=0.125)
+        return real(config)
+
+    monkeypatch.setattr(sassha.config, "resolve_config", resolve)
+    path = write_spec(
+        tmp_path,
+        """\
+        name: placed
+        workload: digits_mlp
+        base:
+          optimizer: sgd
+          epochs: 1
+        variants:
+          a:
+            lr: 0.125
+        """,
+    )
+    with pytest.raises(SpecError) as err:
+        plan(load_spec(path))
+    assert str(err.value).startswith(f"{path}:8: "), str(err.value)
+    assert "optimizer_hparams.lr: epochs and lr disagree (got 0.125)" in str(err.value)
