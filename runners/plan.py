@@ -278,17 +278,22 @@ def _check_metric(spec: Spec, trials: list[PlannedTrial]) -> None:
             )
 
 
-def _source_of(exc: Exception, sources: Mapping[str, _Src], fallback: _Src) -> _Src:
-    """Where the key that ``exc`` is about was set: a ConfigError's key path, else its words."""
+def _located(exc: Exception, sources: Mapping[str, _Src], fallback: _Src) -> SpecError:
+    """``exc`` at the spec line of the key it is about: a ConfigError's key path, else its words."""
     from sassha.errors import ConfigError
 
     if not isinstance(exc, ConfigError):
-        return _attribute(str(exc).strip("'\""), sources, fallback)
+        msg = str(exc).strip("'\"")
+        return _fail(_attribute(msg, sources, fallback), msg)
     parts = exc.key.split(".")
     # optimizer hyperparameters are top-level keys of a trial's config
     if parts[0] == "optimizer_hparams":
         parts = parts[1:]
-    return sources.get(parts[0], fallback) if parts else fallback
+    src = sources.get(parts[0]) if parts else None
+    if src is None:
+        return _fail(fallback, str(exc))
+    key = ".".join([src.key, *parts[1:]])
+    return SpecError(src.pos[0], src.pos[1], key, exc.problem, got=exc.got, allowed=exc.allowed)
 
 
 def _attribute(message: str, sources: Mapping[str, _Src], fallback: _Src) -> _Src:
@@ -488,14 +493,13 @@ def _resolve(row: dict[str, Any]) -> dict[str, Any]:
     try:
         config = resolve_config(partial)
     except (ValueError, TypeError, KeyError) as exc:
-        msg = str(exc).strip("'\"")
-        raise _fail(_source_of(exc, sources, fallback), msg) from None
+        raise _located(exc, sources, fallback) from None
     spec = get_spec(optimizer)
     hparams = {k: config[k] for k in spec.defaults if k in config}
     try:
         spec.validate(hparams)
     except (ValueError, TypeError) as exc:
-        raise _fail(_source_of(exc, sources, fallback), str(exc)) from None
+        raise _located(exc, sources, fallback) from None
     return config
 
 

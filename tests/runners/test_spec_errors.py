@@ -140,4 +140,4 @@ def test_config_error_is_placed_by_its_key_path(tmp_path: Path, monkeypatch):
     with pytest.raises(SpecError) as err:
         plan(load_spec(path))
     assert str(err.value).startswith(f"{path}:8: "), str(err.value)
-    assert "optimizer_hparams.lr: epochs and lr disagree (got 0.125)" in str(err.value)
+    assert str(err.value) == f"{path}:8: variants.a.lr: epochs and lr disagree (got 0.125)"
