@@ -346,8 +346,7 @@ class SubmititBackend(Backend):
             self.fn if self.fn is not None else _default_fn(), threads=self.cpus_per_task
         )
         executors: dict[tuple[int, int], submitit.AutoExecutor] = {}
-        chunk = self.array_limit() if self.cluster == "slurm" else 0
-        concurrency = self._concurrency()
+        room = (self.array_limit() if self.cluster == "slurm" else 0, self._concurrency())
         waiting = deque(range(len(jobs)))
         active: dict[int, Any] = {}
         # Slurm task id -> monotonic time it was first seen finished without a result.
@@ -355,40 +354,8 @@ class SubmititBackend(Backend):
         last_squeue = 0.0
         try:
             while waiting or active:
-                while waiting and len(active) < concurrency:
-                    if self.cluster == "slurm":
-                        # A whole chunk at once: Slurm throttles the array to
-                        # array_parallelism by itself.
-                        take = min(chunk, len(waiting))
-                    else:
-                        take = min(len(waiting), concurrency - len(active))
-                    indices = [waiting.popleft() for _ in range(take)]
-                    # One array per trial shape (processes per node, nodes); the others wait.
-                    shape = _shape(jobs[indices[0]])
-                    same = [i for i in indices if _shape(jobs[i]) == shape]
-                    waiting.extendleft(reversed([i for i in indices if _shape(jobs[i]) != shape]))
-                    indices = same
-                    if shape not in executors:
-                        executors[shape] = self._executor(*shape)
-                    submitted = executors[shape].map_array(call, [jobs[i] for i in indices])
-                    for index, sub_job in zip(indices, submitted, strict=True):
-                        active[index] = sub_job
-                        self.job_ids[str(jobs[index].get("hash", index))] = str(sub_job.job_id)
-
-                finished = [i for i, sj in active.items() if self._has_ended(sj)]
-                for index in finished:
-                    sub_job = active.pop(index)
-                    if sub_job.paths.result_pickle.exists():
-                        result = self._finished_result(sub_job)
-                    else:
-                        result = self._dead_result(sub_job, "exited")
-                    if _world(jobs[index]) > 1:
-                        # Rank 0 has answered; a rank still waiting on it (its own failure
-                        # left them in a rendezvous or collective) would hold the node forever.
-                        with contextlib.suppress(Exception):
-                            sub_job.cancel(check=False)
-                    on_result(jobs[index], result)
-
+                self._submit(jobs, waiting, active, executors, call, room)
+                finished = self._collect(jobs, active, on_result)
                 if self.cluster == "slurm" and active:
                     now = time.monotonic()
                     if now - last_squeue >= max(5.0, self.poll_interval_s):
@@ -402,6 +369,45 @@ class SubmititBackend(Backend):
                 with contextlib.suppress(Exception):
                     sub_job.cancel(check=False)
             raise
+
+    def _submit(self, jobs, waiting: deque, active: dict, executors: dict, call, room) -> None:
+        """Submit waiting jobs while there is room (``room``: the array chunk, the tasks at
+        once), as arrays of one trial shape each."""
+        chunk, concurrency = room
+        while waiting and len(active) < concurrency:
+            if self.cluster == "slurm":
+                # A whole chunk at once: Slurm throttles the array to array_parallelism by itself.
+                take = min(chunk, len(waiting))
+            else:
+                take = min(len(waiting), concurrency - len(active))
+            indices = [waiting.popleft() for _ in range(take)]
+            # One array per trial shape (processes per node, nodes); the others wait.
+            shape = _shape(jobs[indices[0]])
+            same = [i for i in indices if _shape(jobs[i]) == shape]
+            waiting.extendleft(reversed([i for i in indices if _shape(jobs[i]) != shape]))
+            if shape not in executors:
+                executors[shape] = self._executor(*shape)
+            submitted = executors[shape].map_array(call, [jobs[i] for i in same])
+            for index, sub_job in zip(same, submitted, strict=True):
+                active[index] = sub_job
+                self.job_ids[str(jobs[index].get("hash", index))] = str(sub_job.job_id)
+
+    def _collect(self, jobs: list[Job], active: dict, on_result: OnResult) -> list[int]:
+        """Hand on the results of the tasks that ended; return their job indices."""
+        finished = [i for i, sj in active.items() if self._has_ended(sj)]
+        for index in finished:
+            sub_job = active.pop(index)
+            if sub_job.paths.result_pickle.exists():
+                result = self._finished_result(sub_job)
+            else:
+                result = self._dead_result(sub_job, "exited")
+            if _world(jobs[index]) > 1:
+                # Rank 0 has answered; a rank still waiting on it (its own failure left them
+                # in a rendezvous or collective) would hold the node forever.
+                with contextlib.suppress(Exception):
+                    sub_job.cancel(check=False)
+            on_result(jobs[index], result)
+        return finished
 
     def _has_ended(self, sub_job) -> bool:
         if self.cluster == "slurm":
