@@ -341,13 +341,10 @@ class RayBackend(Backend):
             if tmp_storage is not None:
                 shutil.rmtree(tmp_storage, ignore_errors=True)
 
-    def _fit(self, jobs: list[Job], on_result: OnResult, fn: _PortableFn, storage: str) -> None:
+    def _trainable(self, jobs: list[Job], fn: _PortableFn, storage: str):
+        """The Tune trainable of this run's jobs, with each job's resources."""
         from ray import tune
 
-        reporter = _Reporter(jobs, on_result)
-        # Through Ray Client the Tune loop itself runs on the cluster, callbacks included;
-        # results are then reported here from the returned grid instead of streamed.
-        client_mode = str(self.address or "").startswith("ray://")
         train = {
             "cpus": self.cpus_per_trial,
             "gpus": self.gpus_per_trial,
@@ -371,6 +368,16 @@ class RayBackend(Backend):
         trainable = tune.with_resources(
             tune.with_parameters(_trainable, jobs=jobs, fn=fn, train=train), resources
         )
+        return trainable
+
+    def _fit(self, jobs: list[Job], on_result: OnResult, fn: _PortableFn, storage: str) -> None:
+        from ray import tune
+
+        reporter = _Reporter(jobs, on_result)
+        # Through Ray Client the Tune loop itself runs on the cluster, callbacks included;
+        # results are then reported here from the returned grid instead of streamed.
+        client_mode = str(self.address or "").startswith("ray://")
+        trainable = self._trainable(jobs, fn, storage)
         labels = [_job_label(job, i) for i, job in enumerate(jobs)]
 
         def trial_name(trial) -> str:
