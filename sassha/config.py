@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sassha.errors import ConfigError
 from sassha.execution import RESUMABLE_KEYS, world_size
 from sassha.optim import get_spec
 from sassha.schedules import normalize_hessian_power_schedule, normalize_schedule
@@ -266,7 +267,7 @@ def _all_optimizer_names() -> list[str]:
 
 def _validate_trial_keys(c: dict[str, Any]) -> None:
     def bad(key: str, allowed: str) -> None:
-        raise ValueError(f"{key} must be {allowed} (got {c[key]!r})")
+        raise ConfigError(key, f"must be {allowed}", got=c[key])
 
     if not _is_int(c["seed"]) or c["seed"] < 0:
         bad("seed", "an integer >= 0")
@@ -350,21 +351,21 @@ def micro_batch_size(config: Mapping[str, Any]) -> int:
 def _validate_diagnostics(d: Any) -> dict[str, Any]:
     defaults = asdict(DiagnosticsDefaults())
     if not isinstance(d, Mapping):
-        raise ValueError(f"diagnostics must be a mapping (got {d!r})")
+        raise ConfigError("diagnostics", "must be a mapping", got=d)
     unknown = sorted(set(d) - set(defaults))
     if unknown:
-        raise ValueError(f"unknown diagnostics key {unknown[0]!r} (allowed: {', '.join(defaults)})")
+        raise ConfigError(f"diagnostics.{unknown[0]}", "unknown key", allowed=list(defaults))
     out = {**defaults, **d}
     for key, default in defaults.items():
         v = out[key]
         if isinstance(default, bool):
             if not isinstance(v, bool):
-                raise ValueError(f"diagnostics.{key} must be true or false (got {v!r})")
+                raise ConfigError(f"diagnostics.{key}", "must be true or false", got=v)
         elif isinstance(default, int):
             if not _is_int(v) or v < 1:
-                raise ValueError(f"diagnostics.{key} must be an integer >= 1 (got {v!r})")
+                raise ConfigError(f"diagnostics.{key}", "must be an integer >= 1", got=v)
         elif not is_number(v) or v <= 0:
-            raise ValueError(f"diagnostics.{key} must be a number > 0 (got {v!r})")
+            raise ConfigError(f"diagnostics.{key}", "must be a number > 0", got=v)
     return out
 
 

@@ -67,20 +67,20 @@ def test_nested_merges():
         ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'"),
         ({"momentum": 0.9}, "'momentum' is not a hyperparameter of sassha"),
         ({"learning_rate": 0.1}, "unknown config key 'learning_rate'"),
-        ({"epochs": 0}, "epochs must be an integer >= 1"),
-        ({"epochs": 2.5}, "epochs must be an integer >= 1"),
-        ({"label_noise": 1.0}, r"label_noise must be in \[0, 1\)"),
-        ({"label_noise": -0.1}, r"label_noise must be in \[0, 1\)"),
+        ({"epochs": 0}, "epochs: must be an integer >= 1"),
+        ({"epochs": 2.5}, "epochs: must be an integer >= 1"),
+        ({"label_noise": 1.0}, r"label_noise: must be in \[0, 1\)"),
+        ({"label_noise": -0.1}, r"label_noise: must be in \[0, 1\)"),
         ({"rho": -1}, "rho must be"),
         ({"schedule": {"name": "step"}}, "unknown schedule 'step'.*multistep"),
         ({"schedule": {"name": "cosine", "warmup": 3}}, "unknown key 'warmup'.*warmup_epochs"),
-        ({"diagnostics": {"sharp": True}}, "unknown diagnostics key 'sharp'"),
-        ({"device": "tpu"}, "device must be"),
-        ({"time_limit_s": 0}, "time_limit_s must be"),
-        ({"threads": 0}, "threads must be an integer >= 1 or null"),
+        ({"diagnostics": {"sharp": True}}, "diagnostics.sharp: unknown key"),
+        ({"device": "tpu"}, "device: must be"),
+        ({"time_limit_s": 0}, "time_limit_s: must be"),
+        ({"threads": 0}, "threads: must be an integer >= 1 or null"),
         ({"model": {"act": object()}}, "not JSON-serialisable"),
-        ({"grad_clip_norm": -1}, "grad_clip_norm must be a number > 0, or 0 or null"),
-        ({"grad_clip_norm": True}, "grad_clip_norm must be"),
+        ({"grad_clip_norm": -1}, "grad_clip_norm: must be a number > 0, or 0 or null"),
+        ({"grad_clip_norm": True}, "grad_clip_norm: must be"),
         ({"hessian_power_schedule": {"name": "warm"}}, "unknown hessian_power_schedule 'warm'"),
         (
             {"optimizer": "sgd", "hessian_power_schedule": {"name": "warmup"}},
@@ -136,7 +136,7 @@ def test_glue_defaults_are_the_fine_tuning_scripts():
         "lr_scheduler_type": "polynomial",
         "num_warmup_steps": 0,
     }
-    with pytest.raises(ValueError, match="max_length must be an integer >= 1"):
+    with pytest.raises(ValueError, match="max_length: must be an integer >= 1"):
         resolve_config({"workload": "glue_squeezebert_rte", "optimizer": "adamw", "max_length": 0})
     with pytest.raises(ValueError, match="unknown config key 'max_length'"):
         resolve_config({**BASE, "max_length": 16})

@@ -102,13 +102,13 @@ def test_checkpoint_without_batchnorm_resumes_at_another_world_size(two_ranks):
 @pytest.mark.parametrize(
     "override,message",
     [
-        ({"nproc": 0}, "nproc must be an integer >= 1"),
-        ({"nodes": 0}, "nodes must be an integer >= 1"),
+        ({"nproc": 0}, "nproc: must be an integer >= 1"),
+        ({"nodes": 0}, "nodes: must be an integer >= 1"),
         (
             {"nproc": 3, "batch_size": 32},
             "batch_size (32) must be divisible by grad_accum_steps (1) x processes (3)",
         ),
-        ({"sync_batchnorm": "yes"}, "sync_batchnorm must be true or false"),
+        ({"sync_batchnorm": "yes"}, "sync_batchnorm: must be true or false"),
     ],
 )
 def test_bad_values_name_the_key(override, message):

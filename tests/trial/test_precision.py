@@ -22,7 +22,7 @@ def test_precision_defaults_to_fp32_and_rejects_unknown_values():
     cfg = {"workload": "digits_cnn", "optimizer": "sassha", "precision": "bf16"}
     assert resolve_config(cfg)["precision"] == "bf16"
     for value in ("fp16", "bfloat16", None, 16):
-        with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'") as info:
+        with pytest.raises(ValueError, match="precision: must be 'fp32' or 'bf16'") as info:
             resolve_config({**cfg, "precision": value})
         assert "\n" not in str(info.value)
 
