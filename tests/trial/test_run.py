@@ -211,7 +211,7 @@ def test_exception_inside_training_is_a_failed_trial(monkeypatch):
 
 
 def test_bad_config_raises_before_training():
-    with pytest.raises(ValueError, match="epochs must be"):
+    with pytest.raises(ValueError, match="epochs: must be"):
         run({**SMALL, "optimizer": "adamw", "epochs": 0})
 
 
