@@ -609,7 +609,7 @@ def _apply_step_budget(spec: Spec, rule, rows: list[dict[str, Any]]) -> None:
 def _free_keys(row: dict[str, Any]) -> tuple[str, ...]:
     """The keys of a row that ``resolve_config`` treats one by one: the seed, and axes that
     are scalar hyperparameters of the row's optimizer (converted by ``_like`` and checked by
-    ``sassha.optim.validation``, one check per name, none across names)."""
+    ``sassha.optim.hparams``, one check per name, none across names)."""
     hp = optimizer_hparams(row["partial"]["optimizer"])
     scalar = (bool, int, float, str)
     free = [k for k in row["axes"] if k in hp and isinstance(row["partial"][k], scalar)]

@@ -13,12 +13,21 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from sassha.errors import ConfigError
+
 from . import _parts as P
 from .accumulate import loss_and_grads
 from .clipping import clip_
 from .distributed import average_
+from .registry import (
+    AdaHessianHparams,
+    AdamWHparams,
+    SAMAdamWHparams,
+    SAMSGDHparams,
+    SGDHparams,
+    SophiaHHparams,
+)
 from .sassha import Closure, HessianPreconditioned, _require_closure
-from .validation import check_hparams
 
 
 def _backward(closure: Callable[[], Tensor], params) -> Tensor:
@@ -38,33 +47,8 @@ def _all_params(opt: torch.optim.Optimizer) -> list[Tensor]:
 class SGD(torch.optim.SGD):
     """torch's SGD (coupled L2 weight decay) driven by ``step(closure)``."""
 
-    def __init__(
-        self,
-        params,
-        *,
-        lr: float,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        nesterov: bool = False,
-        foreach: bool | None = None,
-    ):
-        check_hparams(
-            dict(
-                lr=lr,
-                momentum=momentum,
-                weight_decay=weight_decay,
-                nesterov=nesterov,
-                foreach=foreach,
-            )
-        )
-        super().__init__(
-            params,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
-            foreach=foreach,
-        )
+    def __init__(self, params, **hparams):
+        super().__init__(params, **SGDHparams.complete(hparams))
 
     def step(self, closure: Closure | None = None) -> Tensor:
         _require_closure(closure, "SGD")
@@ -76,26 +60,21 @@ class SGD(torch.optim.SGD):
 class AdamW(torch.optim.AdamW):
     """torch's AdamW (decoupled weight decay) driven by ``step(closure)``."""
 
-    def __init__(
-        self,
-        params,
-        *,
-        lr: float,
-        betas=(0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        foreach: bool | None = None,
-    ):
-        check_hparams(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach))
-        super().__init__(
-            params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, foreach=foreach
-        )
+    def __init__(self, params, **hparams):
+        super().__init__(params, **AdamWHparams.complete(hparams))
 
     def step(self, closure: Closure | None = None) -> Tensor:
         _require_closure(closure, "AdamW")
         loss = _backward(closure, _all_params(self))
         super().step()
         return loss
+
+
+# SAM's base optimizers: their hyperparameters and torch's class
+_SAM_BASES = {
+    "sgd": (SAMSGDHparams, torch.optim.SGD),
+    "adamw": (SAMAdamWHparams, torch.optim.AdamW),
+}
 
 
 class SAM(torch.optim.Optimizer):
@@ -106,59 +85,19 @@ class SAM(torch.optim.Optimizer):
     ``model=``). Returns the loss at ``x``.
     """
 
-    def __init__(
-        self,
-        params,
-        *,
-        base: str = "sgd",
-        lr: float,
-        rho: float = 0.05,
-        perturb_eps: float = 1e-12,
-        momentum: float = 0.9,
-        betas=(0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        nesterov: bool = False,
-        model: torch.nn.Module | None = None,
-        foreach: bool | None = None,
-    ):
-        if base not in ("sgd", "adamw"):
-            raise ValueError(f"base must be one of 'sgd', 'adamw' (got {base!r})")
-        check_hparams(
-            dict(
-                lr=lr,
-                rho=rho,
-                perturb_eps=perturb_eps,
-                momentum=momentum,
-                betas=betas,
-                eps=eps,
-                weight_decay=weight_decay,
-                nesterov=nesterov,
-                foreach=foreach,
+    def __init__(self, params, *, base: str = "sgd", model=None, **hparams):
+        if base not in _SAM_BASES:
+            raise ConfigError(
+                "base", "must be one of the choices", got=base, allowed=list(_SAM_BASES)
             )
-        )
-        super().__init__(params, dict(lr=lr, rho=rho, perturb_eps=perturb_eps))
-        if base == "sgd":
-            self.base = torch.optim.SGD(
-                self.param_groups,
-                lr=lr,
-                momentum=momentum,
-                weight_decay=weight_decay,
-                nesterov=nesterov,
-                foreach=foreach,
-            )
-        else:
-            self.base = torch.optim.AdamW(
-                self.param_groups,
-                lr=lr,
-                betas=tuple(betas),
-                eps=eps,
-                weight_decay=weight_decay,
-                foreach=foreach,
-            )
+        declared, base_cls = _SAM_BASES[base]
+        hp = declared.complete(hparams)
+        own = {k: hp.pop(k) for k in ("rho", "perturb_eps")}
+        super().__init__(params, dict(lr=hp["lr"], **own))
+        self.base = base_cls(self.param_groups, **hp)
         self.base_name = base
         self._model = model
-        self._foreach = foreach
+        self._foreach = hp["foreach"]
         # One set of groups and one state shared with the base optimizer, so a learning-rate
         # scheduler and state_dict() see a single optimizer.
         self.param_groups = self.base.param_groups
@@ -200,15 +139,13 @@ class SAM(torch.optim.Optimizer):
 class _SingleGradHessian(HessianPreconditioned):
     """One closure pass per step at ``x``; the Hutchinson estimate on refresh steps."""
 
+    # no perturbation; the group keys the shared machinery expects
+    _fixed = dict(rho=0.0, perturb_eps=0.0, abs_hessian=True, hessian_bias_correction="steps")
+
     def _hutchinson_step(self, closure: Closure):
         groups, params, refresh = self._begin_step()
         loss, grads, est = self._evaluate(closure, params, any(refresh), freeze_bn=False)
         return loss, list(self._per_group(groups, refresh, params, grads, est))
-
-
-def _hessian_defaults(**kw):
-    base = dict(rho=0.0, perturb_eps=0.0, abs_hessian=True, hessian_bias_correction="steps")
-    return base | kw
 
 
 class AdaHessian(_SingleGradHessian):
@@ -230,41 +167,7 @@ class AdaHessian(_SingleGradHessian):
     """
 
     _name = "AdaHessian"
-
-    def __init__(
-        self,
-        params,
-        *,
-        lr: float,
-        betas=(0.9, 0.999),
-        weight_decay: float = 0.0,
-        eps: float = 1e-4,
-        hessian_power: float = 1.0,
-        lazy_hessian: int = 1,
-        lazy_ema: str = "every_step",
-        n_samples: int = 1,
-        seed: int = 0,
-        hvp_method: str = "double_backward",
-        model: torch.nn.Module | None = None,
-        foreach: bool | None = None,
-    ):
-        super().__init__(
-            params,
-            _hessian_defaults(
-                lr=lr,
-                betas=betas,
-                weight_decay=weight_decay,
-                eps=eps,
-                hessian_power=hessian_power,
-                lazy_hessian=lazy_hessian,
-                lazy_ema=lazy_ema,
-                n_samples=n_samples,
-                seed=seed,
-                hvp_method=hvp_method,
-                foreach=foreach,
-            ),
-            model,
-        )
+    declared = AdaHessianHparams
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:
@@ -324,42 +227,9 @@ class SophiaH(_SingleGradHessian):
     """
 
     _name = "SophiaH"
-
-    def __init__(
-        self,
-        params,
-        *,
-        lr: float,
-        betas=(0.965, 0.99),
-        weight_decay: float = 0.0,
-        eps: float = 1e-4,
-        clip_threshold: float = 0.05,
-        lazy_hessian: int = 1,
-        n_samples: int = 1,
-        seed: int = 0,
-        hvp_method: str = "double_backward",
-        model: torch.nn.Module | None = None,
-        foreach: bool | None = None,
-    ):
-        check_hparams(dict(clip_threshold=clip_threshold))
-        super().__init__(
-            params,
-            _hessian_defaults(
-                lr=lr,
-                betas=betas,
-                weight_decay=weight_decay,
-                eps=eps,
-                clip_threshold=clip_threshold,
-                hessian_power=1.0,
-                lazy_hessian=lazy_hessian,
-                n_samples=n_samples,
-                seed=seed,
-                hvp_method=hvp_method,
-                foreach=foreach,
-                abs_hessian=False,
-            ),
-            model,
-        )
+    declared = SophiaHHparams
+    # the raw estimate (no abs, no power): the denominator clamps a negative EMA at 0
+    _fixed = _SingleGradHessian._fixed | dict(abs_hessian=False, hessian_power=1.0)
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:

@@ -15,6 +15,8 @@ so needs one closure evaluation per step; that single pass also updates BatchNor
 
 Ablations are arguments: ``lazy_hessian`` (k), ``hessian_power`` (1.0 = no square root),
 ``abs_hessian=False`` (no-abs), ``rho=0`` (no sharpness term), ``hessian_bias_correction``.
+Their names, defaults (the paper's CIFAR values) and checks are declared once, in
+``registry.py`` (``SASSHAHparams``, ``MSASSHAHparams``): ``SASSHA(params, model=net, lr=0.3)``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from . import _parts as P
 from . import accumulate, hutchinson
 from .clipping import clip_
 from .distributed import average_
-from .validation import check_hparams
+from .hparams import Hparams
+from .registry import MSASSHAHparams, SASSHAHparams
 
 Closure = Callable[[], Tensor]
 
@@ -53,12 +56,12 @@ class HessianPreconditioned(torch.optim.Optimizer):
     """
 
     _name = "HessianPreconditioned"
+    declared: type[Hparams]  # the hyperparameters (``sassha.optim.registry``)
+    # group values the shared machinery reads that a subclass's rule fixes (no hyperparameters)
+    _fixed: dict[str, Any] = {}
 
-    def __init__(self, params, defaults: dict[str, Any], model: torch.nn.Module | None):
-        check_hparams(defaults)
-        defaults = dict(defaults)
-        defaults["betas"] = tuple(float(b) for b in defaults["betas"])
-        super().__init__(params, defaults)
+    def __init__(self, params, *, model: torch.nn.Module | None = None, **hparams: Any):
+        super().__init__(params, self.declared.complete(hparams) | self._fixed)
         self._model = model
         self._generator: torch.Generator | None = None
 
@@ -255,54 +258,7 @@ class HessianPreconditioned(torch.optim.Optimizer):
         return P.precond_diagnostics(math.sqrt(total), denoms)
 
 
-class _SasshaFamily(HessianPreconditioned):
-    """The constructor SASSHA and M-SASSHA share: same arguments, same meanings."""
-
-    def __init__(
-        self,
-        params,
-        *,
-        lr: float,
-        betas=(0.9, 0.999),
-        weight_decay: float = 0.0,
-        rho: float,
-        lazy_hessian: int = 10,
-        hessian_power: float = 0.5,
-        eps: float = 1e-4,
-        perturb_eps: float = 1e-12,
-        abs_hessian: bool = True,
-        n_samples: int = 1,
-        seed: int = 0,
-        hessian_bias_correction: str = "steps",
-        hvp_method: str = "double_backward",
-        model: torch.nn.Module | None = None,
-        foreach: bool | None = None,
-        **extra: Any,
-    ):
-        super().__init__(
-            params,
-            dict(
-                **extra,
-                lr=lr,
-                betas=betas,
-                weight_decay=weight_decay,
-                rho=rho,
-                lazy_hessian=lazy_hessian,
-                hessian_power=hessian_power,
-                eps=eps,
-                perturb_eps=perturb_eps,
-                abs_hessian=abs_hessian,
-                n_samples=n_samples,
-                seed=seed,
-                hessian_bias_correction=hessian_bias_correction,
-                hvp_method=hvp_method,
-                foreach=foreach,
-            ),
-            model,
-        )
-
-
-class SASSHA(_SasshaFamily):
+class SASSHA(HessianPreconditioned):
     """Sharpness-aware adaptive second-order optimizer (Algorithm 1, variant SASSHA).
 
     ``loss = opt.step(closure)`` evaluates ``closure()`` twice (at ``x`` and at ``x + e``) and
@@ -328,15 +284,7 @@ class SASSHA(_SasshaFamily):
     """
 
     _name = "SASSHA"
-
-    def __init__(self, params, *, hessian_point: str = "perturbed", **kwargs: Any):
-        check_hparams(dict(hessian_point=hessian_point))
-        if hessian_point == "official_loop" and kwargs.get("hvp_method") == "forward_over_reverse":
-            raise ValueError(
-                "hessian_point='official_loop' needs hvp_method='double_backward' "
-                "(the hybrid point exists only in a double-backward graph)"
-            )
-        super().__init__(params, hessian_point=hessian_point, **kwargs)
+    declared = SASSHAHparams
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:
@@ -379,7 +327,7 @@ class SASSHA(_SasshaFamily):
         return P.perturb_(params, grads, scales, foreach)
 
 
-class MSASSHA(_SasshaFamily):
+class MSASSHA(HessianPreconditioned):
     """M-SASSHA (Appendix B): SASSHA with the perturbation ``e = -rho * m / ||m||``.
 
     One closure evaluation per step, at ``x + e``; its gradient drives the update and, on refresh
@@ -396,6 +344,7 @@ class MSASSHA(_SasshaFamily):
     """
 
     _name = "MSASSHA"
+    declared = MSASSHAHparams
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:

@@ -30,8 +30,8 @@ from torch import Tensor
 
 from . import _parts as P
 from .baselines import _backward
+from .registry import ShampooHparams
 from .sassha import Closure, _require_closure
-from .validation import check_hparams
 
 
 def _inverse_root(stat: Tensor, order: int) -> Tensor:
@@ -51,27 +51,8 @@ class Shampoo(torch.optim.Optimizer):
     ``i`` the statistic ``stat_i`` and its inverse root ``root_i``.
     """
 
-    def __init__(
-        self,
-        params,
-        *,
-        lr: float,
-        momentum: float = 0.0,
-        weight_decay: float = 0.0,
-        eps: float = 1e-4,
-        update_freq: int = 1,
-        foreach: bool | None = None,
-    ):
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            eps=eps,
-            update_freq=update_freq,
-            foreach=foreach,
-        )
-        check_hparams(defaults)
-        super().__init__(params, defaults)
+    def __init__(self, params, **hparams):
+        super().__init__(params, ShampooHparams.complete(hparams))
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:

@@ -24,8 +24,8 @@ from . import _parts as P
 from .accumulate import loss_and_grads
 from .clipping import clip_
 from .distributed import average_
+from .registry import SophiaGHparams
 from .sassha import Closure, _require_closure
-from .validation import check_hparams
 
 
 def _gradients(closure: Closure, params: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
@@ -46,31 +46,8 @@ class SophiaG(torch.optim.Optimizer):
 
     takes_sampled_closure = True
 
-    def __init__(
-        self,
-        params,
-        *,
-        lr: float,
-        betas=(0.965, 0.99),
-        weight_decay: float = 0.0,
-        clip_threshold: float = 0.05,
-        lazy_hessian: int = 10,
-        eps: float = 1e-15,
-        bs: int = 1,
-        foreach: bool | None = None,
-    ):
-        hp = dict(
-            lr=lr,
-            betas=tuple(float(b) for b in betas),
-            weight_decay=weight_decay,
-            clip_threshold=clip_threshold,
-            lazy_hessian=lazy_hessian,
-            eps=eps,
-            bs=bs,
-            foreach=foreach,
-        )
-        check_hparams(hp)
-        super().__init__(params, hp)
+    def __init__(self, params, **hparams):
+        super().__init__(params, SophiaGHparams.complete(hparams))
 
     def _params(self) -> list[tuple[dict, list[Tensor]]]:
         out = []

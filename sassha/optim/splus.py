@@ -30,38 +30,15 @@ from torch import Tensor
 from .accumulate import loss_and_grads
 from .clipping import clip_
 from .distributed import average_
+from .registry import SPlusHparams
 from .sassha import Closure, _require_closure
-from .validation import check_hparams
 
 _SIDES = (("side_left", "basis_left"), ("side_right", "basis_right"))
 
 
 class SPlus(torch.optim.Optimizer):
-    def __init__(
-        self,
-        params,
-        *,
-        lr: float,
-        betas=(0.9, 0.999),
-        weight_decay: float = 0.0,
-        ema_rate: float = 0.999,
-        inverse_every: int = 100,
-        eps: float = 1e-30,
-        max_dim: int = 10000,
-        nonstandard_constant: float = 1e-3,
-    ):
-        hp = dict(
-            lr=lr,
-            betas=tuple(float(b) for b in betas),
-            weight_decay=weight_decay,
-            ema_rate=ema_rate,
-            inverse_every=inverse_every,
-            eps=eps,
-            max_dim=max_dim,
-            nonstandard_constant=nonstandard_constant,
-        )
-        check_hparams(hp)
-        super().__init__(params, hp)
+    def __init__(self, params, **hparams):
+        super().__init__(params, SPlusHparams.complete(hparams))
 
     def _init_state(self, p: Tensor, max_dim: int) -> dict:
         st = self.state[p]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import pytest
 import torch
 
+from sassha.errors import ConfigError
 from sassha.optim import REGISTRY, build_optimizer, get_spec, hutchinson
 
 NAMES = list(REGISTRY)
@@ -238,27 +240,42 @@ BAD = {
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_invalid_arguments_raise_value_error_naming_them(name):
+def test_invalid_arguments_raise_config_errors_naming_them(name):
     spec = get_spec(name)
+    cls = spec.optimizer_class()
     assert set(spec.defaults) <= set(BAD), "every hyperparameter has a negative test"
     for arg in spec.defaults:
         for bad in BAD[arg]:
-            with pytest.raises(ValueError, match=arg):
-                spec.validate({arg: bad})
             net, _, _ = small_net()
-            with pytest.raises(ValueError, match=arg):
-                build_optimizer(name, net.parameters(), model=net, **{arg: bad})
-            # the constructors check too, without the registry in between
-            with pytest.raises(ValueError, match=arg):
-                spec.factory(net.parameters(), **(dict(spec.defaults) | {arg: bad}))
-    with pytest.raises(ValueError, match="unknown hyperparameter 'nope'.*allowed: "):
+            builders = [
+                partial(spec.validate, {arg: bad}),
+                partial(build_optimizer, name, net.parameters(), model=net, **{arg: bad}),
+                # the constructors check too, without the registry in between
+                partial(cls, net.parameters(), **spec.fixed, **{arg: bad}),
+            ]
+            for build in builders:
+                with pytest.raises(ConfigError, match=f"^{arg}: must be ") as info:
+                    build()
+                assert (info.value.key, info.value.got) == (arg, bad)
+    with pytest.raises(ConfigError, match=r"^nope: unknown hyperparameter \(allowed: ") as info:
         spec.validate({"nope": 1})
+    assert info.value.allowed == sorted(spec.defaults)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_constructors_defaults_are_the_registrys(name):
+    spec = get_spec(name)
+    net, _, _ = small_net()
+    model = {"model": net} if spec.takes_model else {}
+    opt = spec.optimizer_class()(net.parameters(), **spec.fixed, **model)
+    group = opt.param_groups[0]
+    assert {k: group[k] for k in spec.defaults} == spec.defaults
 
 
 def test_unknown_optimizer():
-    with pytest.raises(ValueError, match="unknown optimizer 'lion'.*sassha"):
+    with pytest.raises(ConfigError, match="^optimizer: unknown optimizer .got 'lion'; allowed: "):
         get_spec("lion")
-    with pytest.raises(ValueError, match="unknown optimizer"):
+    with pytest.raises(ConfigError, match="unknown optimizer"):
         build_optimizer("lion", [torch.nn.Parameter(torch.zeros(1))])
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from _golden import count_hvps, golden, make_problem, optimizer_args, run_golden
 
+from sassha.errors import ConfigError
 from sassha.optim import SASSHA, get_spec
 
 CONFIGS = ["C1", "C2", "C3", "C4", "C5", "C6"]  # C6 (no-abs) through abs_hessian=False
@@ -165,7 +166,7 @@ def test_no_abs_with_square_root_stays_finite():
 
 def test_official_loop_needs_double_backward():
     params, _, _ = make_problem("P1", "flat", torch.float64)
-    with pytest.raises(ValueError, match="hessian_point='official_loop' needs hvp_method"):
+    with pytest.raises(ConfigError, match="hessian_point: 'official_loop' needs hvp_method"):
         SASSHA(
             params,
             hessian_point="official_loop",
@@ -173,7 +174,6 @@ def test_official_loop_needs_double_backward():
             lr=0.1,
             rho=0.1,
         )
-    with pytest.raises(
-        ValueError, match="hessian_point must be one of 'perturbed', 'official_loop'"
-    ):
+    with pytest.raises(ConfigError, match="allowed: perturbed, official_loop") as info:
         SASSHA(params, hessian_point="x + e", lr=0.1, rho=0.1)
+    assert (info.value.key, info.value.got) == ("hessian_point", "x + e")

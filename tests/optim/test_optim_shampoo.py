@@ -6,6 +6,9 @@ import torch
 
 from sassha.optim import Shampoo
 
+# the rule alone (the registry's defaults add momentum and weight decay)
+PLAIN = {"momentum": 0.0, "weight_decay": 0.0}
+
 
 def one_param(shape, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -25,7 +28,7 @@ def test_vector_first_step_is_the_full_inverse():
     p, closure = one_param((5,))
     g = grad_of(p, closure)
     before = p.detach().clone()
-    Shampoo([p], lr=0.1, eps=0.3).step(closure)
+    Shampoo([p], lr=0.1, eps=0.3, **PLAIN).step(closure)
     torch.testing.assert_close(before - p.detach(), 0.1 * g / (0.3 + g @ g), rtol=1e-12, atol=0)
 
 
@@ -41,13 +44,13 @@ def test_matrix_first_step_uses_the_left_preconditioned_gradient_on_the_right():
 
     left = root(0.2 * torch.eye(3, dtype=torch.float64) + g @ g.T) @ g
     want = left @ root(0.2 * torch.eye(4, dtype=torch.float64) + left.T @ left)
-    Shampoo([p], lr=0.1, eps=0.2).step(closure)
+    Shampoo([p], lr=0.1, eps=0.2, **PLAIN).step(closure)
     torch.testing.assert_close(before - p.detach(), 0.1 * want, rtol=1e-10, atol=0)
 
 
 def test_update_freq_keeps_the_roots_between_recomputations():
     p, closure = one_param((3, 4))
-    opt = Shampoo([p], lr=0.01, eps=0.5, update_freq=3)
+    opt = Shampoo([p], lr=0.01, eps=0.5, update_freq=3, **PLAIN)
     roots = []
     for _ in range(4):
         opt.step(closure)
@@ -62,7 +65,7 @@ def test_update_freq_keeps_the_roots_between_recomputations():
 def test_momentum_mixes_in_the_last_preconditioned_update():
     """Step 2's input is (1 - m) g2 + m u1 with u1 the first update (the buffer holds u, not g)."""
     p, closure = one_param((4,))
-    opt = Shampoo([p], lr=0.1, momentum=0.9, eps=0.3)
+    opt = Shampoo([p], lr=0.1, eps=0.3, **PLAIN | {"momentum": 0.9})
     before = p.detach().clone()
     opt.step(closure)
     u1 = (before - p.detach()) / 0.1

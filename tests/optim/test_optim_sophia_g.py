@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sassha.errors import ConfigError
 from sassha.optim import SophiaG, build_optimizer
 from sassha.workloads.base import LanguageModelWorkload
 
@@ -163,5 +164,6 @@ def test_state_round_trip_is_exact_across_a_refresh():
 
 
 def test_bs_must_be_a_positive_integer():
-    with pytest.raises(ValueError, match="bs must be an integer >= 1"):
+    with pytest.raises(ConfigError, match=r"^bs: must be an integer >= 1 \(got 0\)$") as info:
         SophiaG([torch.nn.Parameter(torch.zeros(1))], lr=0.1, bs=0)
+    assert info.value.key == "bs"

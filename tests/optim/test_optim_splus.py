@@ -52,7 +52,7 @@ def test_same_trajectory_as_pytorch_optimizer_in_float32():
 def test_averaged_params_are_the_bias_corrected_ema_and_restore_exactly():
     net = mlp(torch.float64)
     x, y = data(torch.float64)
-    opt = SPlus(net.parameters(), lr=0.05, ema_rate=0.9)
+    opt = SPlus(net.parameters(), lr=0.05, ema_rate=0.9, weight_decay=0.0)
     seen = []
     for _ in range(5):
         opt.step(lambda: F.cross_entropy(net(x), y))
@@ -82,7 +82,7 @@ def test_whitened_sign_update_solves_a_matrix_quadratic():
     fw = lambda: 0.5 * ((A @ W @ B - C) ** 2).sum()  # noqa: E731
     f = lambda: fw() + (v**2).sum()  # noqa: E731
     start = float(fw().detach())
-    opt = SPlus([W, v], lr=0.2, inverse_every=5, ema_rate=0.5)
+    opt = SPlus([W, v], lr=0.2, betas=(0.9, 0.999), inverse_every=5, ema_rate=0.5, weight_decay=0.0)
     v0 = v.detach().clone()
     opt.step(f)
     # first step: identity bases, so the move is the plain sign, scaled
