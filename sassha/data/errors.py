@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
 
 class DataRootError(ValueError):
     """A dataset is missing or incomplete under ``data_root``.
@@ -16,3 +19,17 @@ def require_data_root(data_root: object, dataset: str, expected: str, how: str) 
     if data_root is None or str(data_root).strip() == "":
         raise DataRootError(f"{dataset} needs data_root (none given): expected {expected}; {how}")
     return str(data_root)
+
+
+def require_files(data_root: object, dataset: str, files: Sequence[str], how: str) -> str:
+    """``data_root`` as a string when it holds every one of ``files``, else
+    :class:`DataRootError` naming the missing ones."""
+    expected = "{" + ",".join(files) + "}"
+    root = require_data_root(data_root, dataset, expected, how)
+    missing = [f for f in files if not os.path.isfile(os.path.join(root, f))]
+    if missing:
+        raise DataRootError(
+            f"{dataset} not found at {root}: expected {expected} "
+            f"(missing {', '.join(missing)}); {how}"
+        )
+    return root

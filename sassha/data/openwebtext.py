@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from sassha.data.errors import DataRootError, require_data_root
+from sassha.data.errors import DataRootError, require_files
 
 _FILES = ("train.bin", "val.bin")
 _HOW = (
@@ -72,15 +72,7 @@ class TokenWindows(Dataset):
 
 
 def check_token_root(data_root, dataset: str = "OpenWebText") -> str:
-    expected = "{" + ",".join(_FILES) + "}"
-    root = require_data_root(data_root, dataset, expected, _HOW)
-    missing = [f for f in _FILES if not os.path.isfile(os.path.join(root, f))]
-    if missing:
-        raise DataRootError(
-            f"{dataset} not found at {root}: expected {expected} "
-            f"(missing {', '.join(missing)}); {_HOW}"
-        )
-    return root
+    return require_files(data_root, dataset, _FILES, _HOW)
 
 
 def token_window_datasets(data_root, *, block_size: int) -> tuple[TokenWindows, TokenWindows]:

@@ -8,7 +8,7 @@ import os
 import torch
 from torch.utils.data import Dataset
 
-from sassha.data.errors import DataRootError, require_data_root
+from sassha.data.errors import DataRootError, require_files
 
 EOS, UNK = "<eos>", "<unk>"
 _FILES = ("wiki.train.tokens", "wiki.valid.tokens")
@@ -76,15 +76,7 @@ class TokenBlocks(Dataset):
 
 
 def check_wikitext_root(data_root) -> str:
-    expected = "{" + ",".join(_FILES) + "}"
-    root = require_data_root(data_root, "WikiText-2", expected, _HOW)
-    missing = [f for f in _FILES if not os.path.isfile(os.path.join(root, f))]
-    if missing:
-        raise DataRootError(
-            f"WikiText-2 not found at {root}: expected {expected} "
-            f"(missing {', '.join(missing)}); {_HOW}"
-        )
-    return root
+    return require_files(data_root, "WikiText-2", _FILES, _HOW)
 
 
 def wikitext_datasets(

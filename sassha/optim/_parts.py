@@ -24,6 +24,16 @@ def use_foreach(foreach: bool | None, tensors: Sequence[Tensor]) -> bool:
 # ---------------------------------------------------------------------------- norms, perturbation
 
 
+def init_state(state: dict, p: Tensor, buffers: Sequence[str], **values) -> dict:
+    """``state`` (a parameter's, empty before its first step) with ``values`` and zero
+    ``buffers`` shaped like ``p``; a state already filled is returned as it is."""
+    if not state:
+        state.update(values)
+        for name in buffers:
+            state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return state
+
+
 def global_norm(tensors: Sequence[Tensor], foreach: bool) -> Tensor:
     """One L2 norm over all tensors together (SAM's and SASSHA's perturbation norm)."""
     if foreach:

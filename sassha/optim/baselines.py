@@ -19,6 +19,7 @@ from . import _parts as P
 from .accumulate import loss_and_grads
 from .clipping import clip_
 from .distributed import average_
+from .hparams import Hparams
 from .registry import (
     AdaHessianHparams,
     AdamWHparams,
@@ -40,34 +41,32 @@ def _backward(closure: Callable[[], Tensor], params) -> Tensor:
     return loss
 
 
-def _all_params(opt: torch.optim.Optimizer) -> list[Tensor]:
-    return [p for g in opt.param_groups for p in g["params"]]
+class _ClosureDriven:
+    """A torch optimizer whose ``step(closure)`` differentiates the closure itself and whose
+    keywords are completed and checked by its declaration (``declared``)."""
+
+    declared: type[Hparams]
+
+    def __init__(self, params, **hparams):
+        super().__init__(params, **self.declared.complete(hparams))
+
+    def step(self, closure: Closure | None = None) -> Tensor:
+        _require_closure(closure, type(self).__name__)
+        loss = _backward(closure, [p for g in self.param_groups for p in g["params"]])
+        super().step()
+        return loss
 
 
-class SGD(torch.optim.SGD):
+class SGD(_ClosureDriven, torch.optim.SGD):
     """torch's SGD (coupled L2 weight decay) driven by ``step(closure)``."""
 
-    def __init__(self, params, **hparams):
-        super().__init__(params, **SGDHparams.complete(hparams))
-
-    def step(self, closure: Closure | None = None) -> Tensor:
-        _require_closure(closure, "SGD")
-        loss = _backward(closure, _all_params(self))
-        super().step()
-        return loss
+    declared = SGDHparams
 
 
-class AdamW(torch.optim.AdamW):
+class AdamW(_ClosureDriven, torch.optim.AdamW):
     """torch's AdamW (decoupled weight decay) driven by ``step(closure)``."""
 
-    def __init__(self, params, **hparams):
-        super().__init__(params, **AdamWHparams.complete(hparams))
-
-    def step(self, closure: Closure | None = None) -> Tensor:
-        _require_closure(closure, "AdamW")
-        loss = _backward(closure, _all_params(self))
-        super().step()
-        return loss
+    declared = AdamWHparams
 
 
 # SAM's base optimizers: their hyperparameters and torch's class

@@ -71,17 +71,12 @@ class HessianPreconditioned(torch.optim.Optimizer):
         return [(g, [p for p in g["params"] if p.requires_grad]) for g in self.param_groups]
 
     def _init_state(self, groups: list[tuple[dict, list[Tensor]]]) -> None:
+        buffers = ("exp_avg", "exp_hessian_diag")
         for _, params in groups:
             for p in params:
-                st = self.state[p]
-                if not st:
-                    st["step"] = 0
-                    st["hessian_step"] = 0
-                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    st["exp_hessian_diag"] = torch.zeros_like(
-                        p, memory_format=torch.preserve_format
-                    )
-                    st["bias_correction2"] = 1.0
+                P.init_state(
+                    self.state[p], p, buffers, step=0, hessian_step=0, bias_correction2=1.0
+                )
 
     def _probe_generator(self, params: list[Tensor]) -> torch.Generator:
         # The generator's state lives in the first parameter's state (saved by state_dict()).
@@ -104,13 +99,6 @@ class HessianPreconditioned(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------------- gradients
 
-    @staticmethod
-    def _grads(loss: Tensor, params: list[Tensor], create_graph: bool) -> list[Tensor]:
-        grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
-        # A parameter the loss does not reach has gradient zero (it still decays and its
-        # momentum still shrinks, as for any other zero gradient).
-        return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
-
     def _evaluate(
         self,
         closure: Closure,
@@ -128,40 +116,32 @@ class HessianPreconditioned(torch.optim.Optimizer):
         one bucketed all-reduce; the returned loss stays this rank's. Inside a
         :func:`~sassha.optim.clipping.clip_grad_norm` context the gradient is then clipped.
         """
-        loss, grads, est = self._evaluate_local(closure, params, hessian, freeze_bn, before_hvp)
+        with P.frozen_bn_stats(self._model if freeze_bn else None):
+            if hessian:
+                loss, grads, est = self._with_estimate(closure, params, before_hvp)
+            else:  # one micro-batch at a time when the closure is a MicroBatches (accumulation)
+                (loss, grads), est = accumulate.loss_and_grads(closure, params), None
         average_([*grads, *(est or ())])
         clip_(grads)  # the gradient only: a Hutchinson estimate is never clipped
         return loss, grads, est
 
-    def _evaluate_local(
-        self,
-        closure: Closure,
-        params: list[Tensor],
-        hessian: bool,
-        freeze_bn: bool,
-        before_hvp: Callable[[], None] | None = None,
-    ) -> tuple[Tensor, list[Tensor], list[Tensor] | None]:
+    def _with_estimate(self, closure: Closure, params: list[Tensor], before_hvp):
+        """This rank's loss, gradient and Hutchinson diagonal; the probe RNG's state is kept."""
         g0 = self.param_groups[0]
-        with P.frozen_bn_stats(self._model if freeze_bn else None):
-            if hessian and g0["hvp_method"] == "forward_over_reverse":
-                if self._model is None:
-                    raise ValueError("hvp_method='forward_over_reverse' needs model=")
-                gen = self._probe_generator(params)
-                loss, grads, est = hutchinson.grad_and_hutchinson_func(
-                    closure, self._model, params, gen, g0["n_samples"]
-                )
-                self._save_generator()
-                return loss, grads, est
-            # one micro-batch at a time when the closure is a MicroBatches (accumulation)
-            if not hessian:
-                loss, grads = accumulate.loss_and_grads(closure, params)
-                return loss, grads, None
-            gen = self._probe_generator(params)
-            loss, grads, est = accumulate.grads_and_hutchinson(
+        by_func = g0["hvp_method"] == "forward_over_reverse"
+        if by_func and self._model is None:
+            raise ValueError("hvp_method='forward_over_reverse' needs model=")
+        gen = self._probe_generator(params)
+        if by_func:
+            out = hutchinson.grad_and_hutchinson_func(
+                closure, self._model, params, gen, g0["n_samples"]
+            )
+        else:
+            out = accumulate.grads_and_hutchinson(
                 closure, params, gen, g0["n_samples"], before_hvp=before_hvp
             )
-            self._save_generator()
-            return loss, grads, est
+        self._save_generator()
+        return out
 
     # ------------------------------------------------------------------------ Hessian EMA
 
@@ -188,6 +168,13 @@ class HessianPreconditioned(torch.optim.Optimizer):
                 [by_param[id(p)] for p in ps],
                 [est_by_param[id(p)] for p in ps] if r else None,
             )
+
+    def _update(self, groups, refresh, params, grads, est) -> None:
+        """Each group's Hessian EMA (on its refresh steps), then its parameters' update."""
+        for group, ps, g, e in self._per_group(groups, refresh, params, grads, est):
+            if e is not None:
+                self._update_hessian(group, ps, e)
+            self._apply_update(group, ps, g)
 
     def _refreshing(self, group: dict, params: list[Tensor]) -> bool:
         if not params:
@@ -311,10 +298,7 @@ class SASSHA(HessianPreconditioned):
         else:
             loss, grads, est = self._evaluate(closure, params, bool(hess_params), freeze_bn=False)
 
-        for group, ps, g, e in self._per_group(groups, refresh, params, grads, est):
-            if e is not None:
-                self._update_hessian(group, ps, e)
-            self._apply_update(group, ps, g)
+        self._update(groups, refresh, params, grads, est)
         return loss
 
     def _perturb(self, groups, params: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
@@ -371,8 +355,5 @@ class MSASSHA(HessianPreconditioned):
         if saved is not None:
             P.restore_(params, saved, foreach)
 
-        for group, ps, g, e in self._per_group(groups, refresh, params, grads, est):
-            if e is not None:
-                self._update_hessian(group, ps, e)
-            self._apply_update(group, ps, g)
+        self._update(groups, refresh, params, grads, est)
         return loss

@@ -54,12 +54,7 @@ class SophiaG(torch.optim.Optimizer):
         for group in self.param_groups:
             ps = [p for p in group["params"] if p.requires_grad]
             for p in ps:
-                st = self.state[p]
-                if not st:
-                    st["iteration"] = 0
-                    st["step"] = 0
-                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    st["hessian"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                P.init_state(self.state[p], p, ("exp_avg", "hessian"), iteration=0, step=0)
             out.append((group, ps))
         return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -12,24 +13,28 @@ if TYPE_CHECKING:  # annotations only: importing the workloads loads no torch
     from torch import nn
     from torch.utils.data import Dataset
 
-OPTIMIZER_NAMES = (
-    "sgd",
-    "adamw",
-    "sam_sgd",
-    "sam_adamw",
-    "sassha",
-    "msassha",
-    "adahessian",
-    "sophia_h",
-    "shampoo",
-)
-
 
 def _overrides(config: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
     value = (config or {}).get(key) or {}
     if not isinstance(value, Mapping):
         raise ValueError(f"config[{key!r}] must be a mapping of overrides (got {value!r})")
     return dict(value)
+
+
+def trial_defaults(epochs: int, batch_size: int, schedule: dict, **extra: Any) -> dict[str, Any]:
+    """A workload's ``defaults``: its epochs, batch size and schedule (plus ``extra`` keys), no
+    label noise, no data root and no model or data overrides."""
+    out = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "schedule": schedule,
+        "label_noise": 0.0,
+        "data_root": None,
+        "model": {},
+        "data": {},
+    }
+    out.update(extra)
+    return out
 
 
 def dataset_targets(dataset: Dataset) -> list[int]:
@@ -96,6 +101,10 @@ class Workload:
     the config is the trial's flat config (only ``model``, ``data``, ``data_root``, ``seed``,
     ``label_noise`` and workload-specific keys are read). ``defaults`` and
     ``optimizer_defaults`` are plain dicts: treat them as read-only and copy before changing.
+
+    ``optimizer_defaults[name]`` holds only the values where this workload's tuned ones differ
+    from the registry's defaults (``sassha.optim.get_spec(name).defaults``); an optimizer or a
+    value it does not name runs with the registry's (``spec.resolved(...)`` merges the two).
     """
 
     name: str
@@ -110,6 +119,11 @@ class Workload:
     # Training examples for a config when known without building the data (in-memory data
     # only); ``sweep plan`` counts steps per epoch with it.
     train_size: Callable[[Mapping[str, Any]], int] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # Each workload owns its dicts, so workloads may be built from shared tables.
+        object.__setattr__(self, "defaults", copy.deepcopy(self.defaults))
+        object.__setattr__(self, "optimizer_defaults", copy.deepcopy(self.optimizer_defaults))
 
     def build_model(self, config: Mapping[str, Any] | None = None) -> nn.Module:
         return self.model_fn(config or {})
@@ -129,6 +143,20 @@ class Workload:
 
     def evaluate(self, model: nn.Module, loader, device) -> dict[str, float]:
         raise NotImplementedError
+
+    def _validation_sums(self, model, loader, device, batch_sums) -> tuple[list, int]:
+        """Sums of ``batch_sums(outputs, targets) -> (tensors, count)`` over the validation set,
+        kept on the device until the end (no host synchronisation per batch), and their count."""
+        totals, count = None, 0
+        with _EvalMode(model):
+            for batch in loader:
+                x, y = self.to_device(batch, device)
+                sums, n = batch_sums(model(x), y)
+                totals = list(sums) if totals is None else [t + v for t, v in zip(totals, sums)]
+                count += n
+        if count == 0:
+            raise ValueError(f"{self.name}: the validation set is empty")
+        return totals, count
 
     def sampled_loss(self, model: nn.Module, batch: Any):
         """``(loss on labels sampled from the model's softmax, true-label loss, stats)``.
@@ -212,22 +240,14 @@ class ClassificationWorkload(Workload):
         return loss, true, {"correct": correct, "count": int(y.shape[0])}
 
     def evaluate(self, model, loader, device) -> dict[str, float]:
-        import torch
         import torch.nn.functional as F
 
-        total_loss = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        count = 0
-        with _EvalMode(model):
-            for batch in loader:
-                x, y = self.to_device(batch, device)
-                logits = model(x)
-                total_loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
-                correct += (logits.argmax(dim=1) == y).sum()
-                count += int(y.shape[0])
-        if count == 0:
-            raise ValueError(f"{self.name}: the validation set is empty")
-        return {"val_loss": float(total_loss) / count, "val_acc": int(correct) / count}
+        def sums(logits, y):
+            loss = F.cross_entropy(logits.float(), y, reduction="sum").double()
+            return (loss, (logits.argmax(dim=1) == y).sum()), int(y.shape[0])
+
+        (loss, correct), count = self._validation_sums(model, loader, device, sums)
+        return {"val_loss": float(loss) / count, "val_acc": int(correct) / count}
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -267,21 +287,14 @@ class LanguageModelWorkload(Workload):
         return int(_overrides(config, "model").get("block_size", default))
 
     def evaluate(self, model, loader, device) -> dict[str, float]:
-        import torch
         import torch.nn.functional as F
 
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        tokens = 0
-        with _EvalMode(model):
-            for batch in loader:
-                x, y = self.to_device(batch, device)
-                logits = model(x)
-                total += F.cross_entropy(
-                    logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"
-                ).double()
-                tokens += int(y.numel())
-        if tokens == 0:
-            raise ValueError(f"{self.name}: the validation set is empty")
+        def sums(logits, y):
+            flat = logits.float().reshape(-1, logits.shape[-1])
+            loss = F.cross_entropy(flat, y.reshape(-1), reduction="sum").double()
+            return (loss,), int(y.numel())
+
+        (total,), tokens = self._validation_sums(model, loader, device, sums)
         val_loss = float(total) / tokens
         # exp overflows past ~709; a diverged model's perplexity is reported as inf.
         ppl = math.exp(val_loss) if val_loss < 700 else math.inf

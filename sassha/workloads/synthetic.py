@@ -77,7 +77,7 @@ def synthetic_workloads(real: dict) -> list:
                 _overrides(config, "data").get("num_train", IMAGES_TRAIN)
             ),
             defaults={**base.defaults, "data": {}},
-            optimizer_defaults={k: dict(v) for k, v in base.optimizer_defaults.items()},
+            optimizer_defaults=base.optimizer_defaults,
             description=f"synthetic data shaped like {base_name} (teacher labels)",
         )
 
@@ -98,7 +98,7 @@ def synthetic_workloads(real: dict) -> list:
             data_fn=_lm_data,
             train_size=_lm_train_size,
             defaults={**lm.defaults, "data": {}},
-            optimizer_defaults={k: dict(v) for k, v in LM_OPTIMIZERS.items()},
+            optimizer_defaults=LM_OPTIMIZERS,
             description="GPT1-mini on a synthetic Markov-chain token stream (vocab 33,278)",
         )
     )

@@ -15,8 +15,9 @@ optim = pytest.importorskip("sassha.optim")
 
 def train_digits(name: str, optimizer: str, seed: int) -> float:
     wl = get_workload(name)
-    hp = dict(wl.optimizer_defaults[optimizer])
-    if optim.get_spec(optimizer).weight_decay_mode == "decoupled":
+    spec = optim.get_spec(optimizer)
+    hp = spec.resolved(wl.optimizer_defaults.get(optimizer))
+    if spec.weight_decay_mode == "decoupled":
         hp["weight_decay"] = hp["weight_decay"] / hp["lr"]
     assert wl.defaults["schedule"] == {"name": "constant"}
     torch.manual_seed(seed)
