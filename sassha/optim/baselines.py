@@ -141,8 +141,8 @@ class _SingleGradHessian(HessianPreconditioned):
     # no perturbation; the group keys the shared machinery expects
     _fixed = dict(rho=0.0, perturb_eps=0.0, abs_hessian=True, hessian_bias_correction="steps")
 
-    def _hutchinson_step(self, closure: Closure):
-        groups, params, refresh = self._begin_step()
+    def _hutchinson_step(self, closure: Closure | None):
+        groups, params, refresh = self._begin_step(closure)
         loss, grads, est = self._evaluate(closure, params, any(refresh), freeze_bn=False)
         return loss, list(self._per_group(groups, refresh, params, grads, est))
 
@@ -170,7 +170,6 @@ class AdaHessian(_SingleGradHessian):
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:
-        _require_closure(closure, self._name)
         loss, parts = self._hutchinson_step(closure)
         for group, ps, grads, est in parts:
             sq = self._squared_estimate(group, ps, est)
@@ -232,7 +231,6 @@ class SophiaH(_SingleGradHessian):
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:
-        _require_closure(closure, self._name)
         loss, parts = self._hutchinson_step(closure)
         for group, ps, grads, est in parts:
             if est is not None:

@@ -1,6 +1,6 @@
 """Every optimizer's declaration: its hyperparameters (defaults and checks, once) and its facts.
 
-An entry is a frozen dataclass of hyperparameters (see ``hparams.py``) and one ``_register``:
+An entry is a frozen dataclass of hyperparameters (see ``hparams.py``) under one ``@register``:
 the class that runs it (imported on first use), how its ``weight_decay`` is read, and what one
 step costs. Cost is counted as the paper does (Appendix G.3): one backward pass per gradient and
 one per Hessian-vector product; ``closure_evals`` counts forward passes (closure calls) per step.

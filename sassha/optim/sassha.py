@@ -145,9 +145,10 @@ class HessianPreconditioned(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------------ Hessian EMA
 
-    def _begin_step(self):
+    def _begin_step(self, closure: Closure | None):
         """Count this step; return the trainable groups, their parameters in one flat list, and
         which groups refresh their Hessian estimate on it."""
+        _require_closure(closure, self._name)
         groups = self._trainable()
         self._init_state(groups)
         for _, params in groups:
@@ -275,8 +276,7 @@ class SASSHA(HessianPreconditioned):
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:
-        _require_closure(closure, self._name)
-        groups, params, refresh = self._begin_step()
+        groups, params, refresh = self._begin_step(closure)
         hess_params = [p for (_, ps), r in zip(groups, refresh) if r for p in ps]
         perturb = any(g["rho"] > 0 for g, ps in groups if ps)
 
@@ -332,8 +332,7 @@ class MSASSHA(HessianPreconditioned):
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:
-        _require_closure(closure, self._name)
-        groups, params, refresh = self._begin_step()
+        groups, params, refresh = self._begin_step(closure)
         hessian = any(refresh)
         foreach = P.use_foreach(self.param_groups[0]["foreach"], params)
 
