@@ -20,7 +20,8 @@ update sensitive to rounding where a statistic is ill-conditioned (``eps`` small
 ``G G^T``): on the golden conv-net run, rounding differences of 1e-16 grow about 100x per step.
 So every sum and product here is taken in torch-optimizer's order (momentum as ``mul`` then
 ``add``, the statistic's increment added after the product, the last mode multiplied from the
-right): in one process the two give the same bits, even there.
+right): in one process the two give the same bits, even there, and with the golden data's two
+threads both land on the golden run to the last bit.
 """
 
 from __future__ import annotations
