@@ -12,7 +12,8 @@ Two frames come back:
   ``params.<name>`` (values parsed back from MLflow's strings), ``metrics.<name>`` (the final
   value) and ``tags.<name>``. Prefixes keep a param and a metric of the same name (``lr``) apart.
 - ``history``: long format ``run_id``, ``trial_hash``, ``metric``, ``step``, ``value``, with one
-  value per (run, metric, step): a resumed trial may log an epoch twice and the last one counts.
+  value per (run, metric, step): a resumed trial resumes its logging after the last logged step,
+  but should a step still come twice (a retried MLflow call, an older store), the last counts.
 """
 
 from __future__ import annotations
