@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-HVP_METHODS = ("double_backward", "forward_over_reverse")
+FUNC_HVP = "forward_over_reverse"
+HVP_METHODS = ("double_backward", FUNC_HVP)
 
 
 def make_generator(device: torch.device, seed: int) -> torch.Generator:

@@ -28,11 +28,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError
 from . import _parts as P
 from . import accumulate, hutchinson
 from .clipping import clip_
 from .distributed import average_
 from .hparams import Hparams
+from .hutchinson import FUNC_HVP
 from .registry import MSASSHAHparams, SASSHAHparams
 
 Closure = Callable[[], Tensor]
@@ -62,6 +64,11 @@ class HessianPreconditioned(torch.optim.Optimizer):
 
     def __init__(self, params, *, model: torch.nn.Module | None = None, **hparams: Any):
         super().__init__(params, self.declared.complete(hparams) | self._fixed)
+        if model is None and any(g.get("hvp_method") == FUNC_HVP for g in self.param_groups):
+            # torch.func differentiates the model's functional call, so it needs the module
+            raise ConfigError(
+                "model", f"hvp_method={FUNC_HVP!r} needs model= (the module the closure calls)"
+            )
         self._model = model
         self._generator: torch.Generator | None = None
 
@@ -128,9 +135,7 @@ class HessianPreconditioned(torch.optim.Optimizer):
     def _with_estimate(self, closure: Closure, params: list[Tensor], before_hvp):
         """This rank's loss, gradient and Hutchinson diagonal; the probe RNG's state is kept."""
         g0 = self.param_groups[0]
-        by_func = g0["hvp_method"] == "forward_over_reverse"
-        if by_func and self._model is None:
-            raise ValueError("hvp_method='forward_over_reverse' needs model=")
+        by_func = g0["hvp_method"] == FUNC_HVP
         gen = self._probe_generator(params)
         if by_func:
             out = hutchinson.grad_and_hutchinson_func(

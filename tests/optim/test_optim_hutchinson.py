@@ -113,3 +113,16 @@ def test_adahessian_averages_conv_kernels_over_space():
     v = opt.state[net[0].weight]["exp_hessian_diag"]
     assert torch.equal(v, v[:, :, :1, :1].expand_as(v))
     assert v.flatten(2)[:, :, 0].unique().numel() > 1
+
+
+@pytest.mark.parametrize("name", ["sassha", "adahessian", "sophia_h"])
+def test_functional_hvp_without_the_model_is_refused_at_construction(name):
+    """torch.func needs the module: the constructor says so, not the first refresh step."""
+    from sassha.errors import ConfigError
+
+    net = torch.nn.Linear(3, 2)
+    with pytest.raises(ConfigError, match=r"^model: hvp_method='forward_over_reverse' needs"):
+        build_optimizer(name, net.parameters(), hvp_method="forward_over_reverse")
+    opt = build_optimizer(name, net.parameters(), model=net, hvp_method="forward_over_reverse")
+    x = torch.randn(4, 3)
+    opt.step(lambda: net(x).square().mean())  # with the model, a step runs
