@@ -16,7 +16,7 @@ from typing import Any
 
 from runners.backends import BACKENDS
 from runners.console import Display, console
-from runners.spec import BACKEND_OPTIONS, SpecError
+from runners.spec import SpecError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -64,25 +64,9 @@ def _check_reachable(uri: str) -> None:
 
 
 def _states(trials, workdir: Path) -> dict[str, Any]:
-    from runners.state import trial_dir, trial_state
+    from runners.sweep import trial_states
 
-    return {t.hash: trial_state(trial_dir(workdir, t.hash)) for t in trials}
-
-
-def _write_plan(workdir: Path, spec, trials) -> None:
-    from runners.execute import write_json
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_json(
-        workdir / "plan.json",
-        {
-            "sweep": spec.sweep_name,
-            "spec": str(Path(spec.path).resolve()),
-            "profile": spec.profile,
-            "metric": _metric(spec, trials),
-            "trials": [t.to_json() for t in trials],
-        },
-    )
+    return trial_states(trials, workdir)
 
 
 def _metric(spec, trials) -> dict[str, str]:
@@ -124,26 +108,14 @@ def cmd_status(args) -> int:
 
 
 def _backend_options(spec, args) -> tuple[str, dict[str, Any]]:
-    name = args.backend or spec.backend.get("name", "local")
-    options: dict[str, Any] = {}
-    if spec.backend.get("name", "local") == name:
-        options.update({k: v for k, v in spec.backend.items() if k != "name"})
-    for key in sorted({k for opts in BACKEND_OPTIONS.values() for k in opts}):
-        value = getattr(args, key, None)
-        if value is not None:
-            options[key] = value
-    for key in list(options):
-        if key not in BACKEND_OPTIONS[name]:
-            if key == "jobs" and name == "ray":
-                options.setdefault("max_concurrent", options["jobs"])
-            elif key == "jobs" and name == "submitit":
-                options.setdefault("array_parallelism", options["jobs"])
-            elif getattr(args, key, None) is not None:
-                raise UsageError(
-                    f"--{key.replace('_', '-')} is an option of another backend than {name!r}"
-                )
-            del options[key]
-    return name, options
+    from runners.backends import all_options
+    from runners.sweep import backend_options
+
+    flags = {key: getattr(args, key, None) for key in all_options()}
+    try:
+        return backend_options(spec.backend, args.backend, flags)
+    except ValueError as exc:
+        raise UsageError(f"sweep: {exc}") from None
 
 
 def cmd_run(args) -> int:
@@ -153,12 +125,8 @@ def cmd_run(args) -> int:
     spec, trials = _load(args)
     workdir = _workdir(spec, args)
     name, options = _backend_options(spec, args)
-    if args.jobs is not None and name == "local":
-        options["jobs"] = args.jobs
-    if name == "local":
-        options.setdefault("jobs", 1)
     states = _states(trials, workdir)
-    _write_plan(workdir, spec, trials)
+    sweep.write_plan(workdir, spec, trials, _metric(spec, trials))
     metric = _metric(spec, trials)["name"]
     todo = sweep.to_run(trials, states, args.retry_failed)
     out = console()
@@ -184,12 +152,11 @@ def cmd_run(args) -> int:
     with display:
         interrupted = sweep.run_sweep(backend, jobs, display.on_result)
     final = _states(trials, workdir)
-    counts = Counter(s.state for s in final.values())
-    if parent is not None and (interrupted or not counts["running"]):
-        # The last process to finish a shared sweep ends its parent run.
-        _finish_parent(parent, sweep.end_status(counts, interrupted))
+    ending = sweep.closing_status(Counter(s.state for s in final.values()), interrupted)
+    if parent is not None and ending is not None:
+        _finish_parent(parent, ending)
     code = _report_run(out, spec, trials, final, display, interrupted, time.time() - start)
-    if parent is not None and not interrupted and not counts["running"]:
+    if parent is not None and ending in ("finished", "failed"):
         _publish(out, spec, trials, parent, workdir)
     return code
 
@@ -304,17 +271,10 @@ def _held_line(states, taking: int | None) -> str:
 
 
 def _end_parent(uri: str, spec, workdir: Path, states, status: str) -> None:
-    """End a parent run left RUNNING (and its stale children) when nothing is left to run."""
-    from runners import sweep
-    from runners.lease import locked
-    from runners.tracking import end_stale_runs, find_parent_run, finish_run
+    from runners.sweep import end_parent_run
 
     try:
-        with locked(workdir):
-            parent_id = find_parent_run(uri, spec.experiment, spec.sweep_name)
-            if parent_id is not None:
-                end_stale_runs(uri, parent_id, sweep.run_status(workdir, states))
-                finish_run(uri, parent_id, status)
+        end_parent_run(uri, spec, workdir, states, status)
     except Exception as exc:  # the trials' outcome stands; say why the store was not updated
         print(f"sweep: could not end the parent run in {uri}: {exc}", file=sys.stderr)
 

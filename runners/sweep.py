@@ -1,10 +1,12 @@
 """A sweep from its plan to its results: which trials run, their jobs, the parent run, the backend.
 
-``runners.cli`` parses arguments and prints; this module decides. :func:`to_run` picks the
-planned trials that have not ended, :func:`open_parent_run` finds or creates the sweep's MLflow
-parent run (one however many processes start the sweep), :func:`make_jobs` turns trials into
-:class:`Job`s, :func:`make_backend` builds the backend with its files beside the trials, and
-:func:`run_sweep` runs the jobs and returns how the sweep stands.
+``runners.cli`` parses arguments and prints; this module decides. :func:`trial_states` reads
+where each planned trial stands, :func:`to_run` picks those that have not ended,
+:func:`open_parent_run` finds or creates the sweep's MLflow parent run (one however many
+processes start the sweep), :func:`make_jobs` turns trials into :class:`Job`s,
+:func:`backend_options` merges the spec's ``backend:`` block with the command's flags,
+:func:`make_backend` builds the backend with its files beside the trials, :func:`run_sweep` runs
+the jobs, and :func:`closing_status` / :func:`end_parent_run` say how the parent run ends.
 """
 
 from __future__ import annotations
@@ -46,6 +48,28 @@ class ParentRun:
     run_id: str
     tags: dict[str, Any]
     stale: int = 0  # runs left RUNNING by a dead process, marked KILLED when it was opened
+
+
+def trial_states(trials: list[PlannedTrial], workdir: Path) -> dict[str, Any]:
+    """Each planned trial's state as its folder says now (pending, running, finished, ...)."""
+    from runners.state import trial_dir, trial_state
+
+    return {t.hash: trial_state(trial_dir(workdir, t.hash)) for t in trials}
+
+
+def write_plan(workdir: Path, spec, trials: list[PlannedTrial], metric: dict[str, str]) -> None:
+    """``plan.json`` beside the trials: what ``sweep report`` and ``status`` read back."""
+    from runners.files import write_json
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    plan = {
+        "sweep": spec.sweep_name,
+        "spec": str(Path(spec.path).resolve()),
+        "profile": spec.profile,
+        "metric": metric,
+        "trials": [t.to_json() for t in trials],
+    }
+    write_json(workdir / "plan.json", plan)
 
 
 def to_run(trials: list[PlannedTrial], states: Mapping[str, Any], retry_failed: bool) -> list:
@@ -136,15 +160,41 @@ def make_jobs(
     ]
 
 
+def backend_options(
+    declared: Mapping[str, Any], chosen: str | None, flags: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The backend to run on and its options: the spec's ``backend:`` block (when it names that
+    backend), then the command's flags (None: not given) over it. ``jobs`` sets the backend's
+    own concurrency option unless that is given too; a flag of another backend is a ValueError.
+    """
+    from runners.backends import BACKENDS
+
+    name = chosen or declared.get("name", "local")
+    info = BACKENDS[name]
+    own = {o.name for o in info.options}
+    given = {k: v for k, v in flags.items() if v is not None}
+    foreign = sorted(k for k in given if k not in own and k != "jobs")
+    if foreign:
+        flag = "--" + foreign[0].replace("_", "-")
+        raise ValueError(f"{flag} is an option of another backend than {name!r}")
+    spec_side = declared if declared.get("name", "local") == name else {}
+    merged = {k: v for k, v in spec_side.items() if k != "name"} | given
+    options = {k: v for k, v in merged.items() if k in own}
+    if "jobs" in merged:
+        options.setdefault(info.concurrency, merged["jobs"])
+    if info.concurrency == "jobs":
+        options.setdefault("jobs", 1)
+    return name, options
+
+
 def make_backend(name: str, options: dict[str, Any], workdir: Path):
     """The backend, its files beside the trials (on the storage every worker reaches)."""
-    from runners.backends import get_backend
+    from runners.backends import BACKENDS, get_backend
 
     options = dict(options)
-    if name == "submitit":
-        options.setdefault("folder", str(Path(workdir) / "submitit"))
-    elif name == "ray":
-        options.setdefault("storage_path", str(Path(workdir).resolve() / "ray"))
+    if BACKENDS[name].files:
+        option, folder = BACKENDS[name].files
+        options.setdefault(option, str(Path(workdir).resolve() / folder))
     return get_backend(name, **options), options
 
 
@@ -157,8 +207,23 @@ def run_sweep(backend, jobs: list[Job], on_result: Callable[[dict, dict], None])
     return False
 
 
-def end_status(counts: Counter, interrupted: bool) -> str:
-    """How the parent run ends: killed, failed (any trial failed) or finished."""
+def end_parent_run(uri: str, spec, workdir: Path, states, status: str) -> None:
+    """End a parent run left RUNNING (and its stale children) when nothing is left to run."""
+    from runners.lease import locked
+    from runners.tracking import end_stale_runs, find_parent_run, finish_run
+
+    with locked(workdir):
+        parent_id = find_parent_run(uri, spec.experiment, spec.sweep_name)
+        if parent_id is not None:
+            end_stale_runs(uri, parent_id, run_status(workdir, states))
+            finish_run(uri, parent_id, status)
+
+
+def closing_status(counts: Counter, interrupted: bool) -> str | None:
+    """How this process ends the parent run once its jobs are done, or None while trials still
+    run in other processes: the last process to finish a shared sweep ends it."""
     if interrupted:
         return "killed"
+    if counts["running"]:
+        return None
     return "failed" if counts["failed"] else "finished"

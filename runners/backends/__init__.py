@@ -33,6 +33,10 @@ class BackendInfo:
     name: str
     target: str  # "module:Class"
     options: tuple[Option, ...]
+    concurrency: str  # the option ``--jobs`` (or a spec's ``jobs``) sets: trials at once
+    # The option naming the backend's own folder, and its subfolder of the sweep's workdir, so
+    # that its files sit beside the trials, on the storage every worker reaches.
+    files: tuple[str, str] | None = None
 
     def load(self) -> type[Backend]:
         module, _, cls = self.target.partition(":")
@@ -44,7 +48,7 @@ _INFOS = (
         "local",
         "runners.backends.local:LocalBackend",
         (
-            Option("jobs", int, "trials at once (local backend)", ge=1, default=1),
+            Option("jobs", int, "trials at once (local backend)", ge=1),
             Option(
                 "threads_per_trial",
                 int,
@@ -52,6 +56,7 @@ _INFOS = (
                 ge=1,
             ),
         ),
+        concurrency="jobs",
     ),
     BackendInfo(
         "ray",
@@ -63,6 +68,8 @@ _INFOS = (
             Option("max_concurrent", int, ge=1),
             Option("max_failures", int, ge=0),
         ),
+        concurrency="max_concurrent",
+        files=("storage_path", "ray"),
     ),
     BackendInfo(
         "submitit",
@@ -78,6 +85,8 @@ _INFOS = (
             Option("max_array_size", int, ge=1),
             Option("mem_gb", float, gt=0),
         ),
+        concurrency="array_parallelism",
+        files=("folder", "submitit"),
     ),
 )
 BACKENDS: dict[str, BackendInfo] = {info.name: info for info in _INFOS}
