@@ -22,6 +22,7 @@ from sassha.errors import ConfigError
 from sassha.execution import RESUMABLE_KEYS, world_size
 from sassha.optim import get_spec
 from sassha.schedules import normalize_hessian_power_schedule, normalize_schedule
+from sassha.workload_info import check_kind, model_keys
 from sassha.workloads import get_workload
 
 __all__ = [
@@ -124,17 +125,19 @@ _MERGED_KEYS = ("model", "data", "diagnostics")
 # -- configuration -------------------------------------------------------------------------------
 
 
-def _jsonable(value: Any, where: str) -> Any:
+def _jsonable(value: Any, key: str) -> Any:
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
+        return {str(k): _jsonable(v, f"{key}.{k}") for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v, where) for v in value]
+        return [_jsonable(v, key) for v in value]
     # A numpy scalar (np.float64, np.int64, ...), recognised without importing numpy.
     if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
         return value.item()
     if value is None or isinstance(value, bool | int | float | str):
         return value
-    raise ValueError(f"config key {where} is not JSON-serialisable (got {value!r})")
+    raise ConfigError(
+        key, "must be JSON data (null, true/false, a number, text, a list)", got=value
+    )
 
 
 def _is_int(v: Any) -> bool:
@@ -176,87 +179,93 @@ def _optimizer_keys(name: str) -> list[str]:
 def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The complete, validated, JSON-ready trial config (sorted keys; same input, same dict).
 
-    Raises ValueError with one line for an unknown workload, optimizer or key, a hyperparameter
-    the optimizer does not take, or an out-of-range value.
+    Every problem raises one ``ConfigError`` keyed by the config path it is about (``lr``,
+    ``schedule.name``, ``model.width``): an unknown workload, optimizer or key, a hyperparameter
+    the optimizer does not take, a value of the wrong type or out of range.
     """
     if not isinstance(config, Mapping):
-        raise ValueError(f"a trial config must be a mapping (got {type(config).__name__})")
-    for key in ("workload", "optimizer"):
-        if key not in config:
-            raise ValueError(f"config needs {key!r}")
-    wl = get_workload(config["workload"])
-    opt_name = config["optimizer"]
-    spec = get_spec(opt_name)
-    opt_keys = _optimizer_keys(opt_name)
+        raise ConfigError("config", "must be a mapping", got=config)
+    wl, spec = _registered(config)
+    given = {k: v for k, v in config.items() if k not in ("workload", "optimizer")}
+    _check_known_keys(given, wl, spec.name)
+    out = _merged(_layers(spec.name, wl, given))
+    out["workload"], out["optimizer"] = wl.name, spec.name
+    _unify_numbers(out, spec)
+    _validate_trial_keys(out)
+    _validate_parallel(out)
+    _validate_schedules(out, spec.name)
+    out["diagnostics"] = _validate_diagnostics(out["diagnostics"])
+    _validate_model(wl.name, out["model"])
+    if out["eval_batch_size"] is None:
+        out["eval_batch_size"] = out["batch_size"]
+    hparams = {k: out[k] for k in _optimizer_keys(spec.name)}
+    if "seed" in spec.defaults:
+        hparams["seed"] = out["seed"]
+    spec.validate(hparams)
+    resolved = {k: _jsonable(v, k) for k, v in out.items()}
+    return {k: resolved[k] for k in sorted(resolved)}
 
-    trial_defaults = asdict(TrialDefaults())
-    layers = [
-        trial_defaults,
-        {k: v for k, v in spec.defaults.items() if k not in _DERIVED_ARGS},
+
+def _registered(config: Mapping[str, Any]):
+    """The config's workload and optimizer spec (ConfigError for a missing or unknown name)."""
+    for key, names in (("workload", _all_workload_names), ("optimizer", _all_optimizer_names)):
+        if key not in config:
+            raise ConfigError(key, "required: every trial names one", allowed=names())
+    return get_workload(config["workload"]), get_spec(config["optimizer"])
+
+
+def _check_known_keys(given: Mapping[str, Any], wl: Any, optimizer: str) -> None:
+    opt_keys = _optimizer_keys(optimizer)
+    allowed = set(asdict(TrialDefaults())) | set(wl.defaults) | set(opt_keys)
+    for key in given:
+        if key in allowed:
+            continue
+        if any(key in _optimizer_keys(n) for n in _all_optimizer_names()):
+            raise ConfigError(key, f"not a hyperparameter of {optimizer}", allowed=sorted(opt_keys))
+        raise ConfigError(key, "unknown key", allowed=sorted(allowed))
+
+
+def _layers(optimizer: str, wl: Any, given: dict[str, Any]) -> list[Mapping[str, Any]]:
+    """The layers of defaults under ``given``, lowest first (see the module's docstring)."""
+    return [
+        asdict(TrialDefaults()),
+        {k: v for k, v in get_spec(optimizer).defaults.items() if k not in _DERIVED_ARGS},
         dict(wl.defaults),
         # A workload without tuned values for this optimizer leaves the registry's defaults.
         {
             k: v
-            for k, v in wl.optimizer_defaults.get(opt_name, {}).items()
+            for k, v in wl.optimizer_defaults.get(optimizer, {}).items()
             if k not in _DERIVED_ARGS
         },
-        {k: v for k, v in config.items() if k not in ("workload", "optimizer")},
+        given,
     ]
-    allowed = set(trial_defaults) | set(wl.defaults) | set(opt_keys)
-    for key in layers[-1]:
-        if key in allowed:
-            continue
-        takers = [n for n in _all_optimizer_names() if key in _optimizer_keys(n)]
-        if takers:
-            raise ValueError(
-                f"{key!r} is not a hyperparameter of {opt_name} (it takes: {', '.join(opt_keys)})"
-            )
-        raise ValueError(f"unknown config key {key!r} (allowed: {', '.join(sorted(allowed))})")
 
+
+def _merged(layers: list[Mapping[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for layer in layers:
         for key, value in layer.items():
             value = copy.deepcopy(value)
             if key in _MERGED_KEYS and key in out and value is not None:
                 if not isinstance(value, Mapping):
-                    raise ValueError(f"{key} must be a mapping (got {value!r})")
+                    raise ConfigError(key, "must be a mapping", got=value)
                 out[key] = {**out[key], **value}
             elif key == "schedule" and key in out:
                 out[key] = _merge_schedule(out[key], value)
             else:
                 out[key] = value
-    out["workload"] = wl.name
-    out["optimizer"] = opt_name
+    return out
 
-    # 1 and 1.0 are one trial: integers become floats where the default is a float, so that
-    # the config's hash does not depend on how a number was written.
-    float_keys = {k for k, v in trial_defaults.items() if isinstance(v, float)}
+
+def _unify_numbers(out: dict[str, Any], spec: Any) -> None:
+    """1 and 1.0 are one trial: integers become floats where the default is a float, so that
+    the config's hash does not depend on how a number was written."""
+    float_keys = {k for k, v in asdict(TrialDefaults()).items() if isinstance(v, float)}
     float_keys |= {"time_limit_s", "max_backward_passes", "grad_clip_norm"}
-    for key in opt_keys:
+    for key in _optimizer_keys(spec.name):
         out[key] = _like(out[key], spec.defaults[key])
     for key in float_keys:
         out[key] = _like(out[key], 0.0)
-    _validate_trial_keys(out)
-    out["schedule"] = normalize_schedule(out["schedule"])
-    out["hessian_power_schedule"] = normalize_hessian_power_schedule(out["hessian_power_schedule"])
-    if out["hessian_power_schedule"]["name"] != "constant" and "hessian_power" not in opt_keys:
-        takers = [n for n in _all_optimizer_names() if "hessian_power" in _optimizer_keys(n)]
-        raise ValueError(
-            f"hessian_power_schedule applies to optimizers that take hessian_power "
-            f"({', '.join(takers)}), not {opt_name}"
-        )
-    out["diagnostics"] = _validate_diagnostics(out["diagnostics"])
-    for key, default in asdict(DiagnosticsDefaults()).items():
-        if isinstance(default, float):  # 1 and 1.0 are one trial
-            out["diagnostics"][key] = _like(out["diagnostics"][key], 0.0)
-    if out["eval_batch_size"] is None:
-        out["eval_batch_size"] = out["batch_size"]
-    hparams = {k: out[k] for k in opt_keys}
-    if "seed" in spec.defaults:
-        hparams["seed"] = out["seed"]
-    spec.validate(hparams)
-    resolved = _jsonable(out, "config")
-    return {k: resolved[k] for k in sorted(resolved)}
 
 
 def _all_optimizer_names() -> list[str]:
@@ -265,77 +274,122 @@ def _all_optimizer_names() -> list[str]:
     return list(REGISTRY)
 
 
-def _validate_trial_keys(c: dict[str, Any]) -> None:
-    def bad(key: str, allowed: str) -> None:
-        raise ConfigError(key, f"must be {allowed}", got=c[key])
+def _all_workload_names() -> list[str]:
+    from sassha.workloads import WORKLOADS
 
-    if not _is_int(c["seed"]) or c["seed"] < 0:
-        bad("seed", "an integer >= 0")
-    if not _is_int(c["epochs"]) or c["epochs"] < 1:
-        bad("epochs", "an integer >= 1")
-    if not _is_int(c["batch_size"]) or c["batch_size"] < 1:
-        bad("batch_size", "an integer >= 1")
-    if c["eval_batch_size"] is not None and (
-        not _is_int(c["eval_batch_size"]) or c["eval_batch_size"] < 1
-    ):
-        bad("eval_batch_size", "an integer >= 1 or null")
-    if not is_number(c["label_noise"]) or not 0.0 <= c["label_noise"] < 1.0:
-        bad("label_noise", "in [0, 1)")
-    if not is_number(c["max_loss"]) or c["max_loss"] <= 0:
-        bad("max_loss", "a number > 0")
-    for key in ("time_limit_s", "max_backward_passes"):
-        if c[key] is not None and (not is_number(c[key]) or c[key] <= 0):
-            bad(key, "a number > 0 or null")
-    clip = c["grad_clip_norm"]
-    if clip is not None and (not is_number(clip) or clip < 0):
-        bad("grad_clip_norm", "a number > 0, or 0 or null for no clipping")
-    if clip == 0:
+    return sorted(WORKLOADS)
+
+
+def _int_from(low: int) -> Any:
+    return lambda v: _is_int(v) and v >= low
+
+
+def _or_null(test: Any) -> Any:
+    return lambda v: v is None or test(v)
+
+
+def _positive(v: Any) -> bool:
+    return is_number(v) and v > 0
+
+
+def _is_device(v: Any) -> bool:
+    return isinstance(v, str) and (v in ("auto", "cpu", "cuda", "mps") or v.startswith("cuda:"))
+
+
+# Trial key -> (test, what it must be). Keys not here are checked by the functions below.
+_TRIAL_RULES: dict[str, tuple[Any, str]] = {
+    "seed": (_int_from(0), "an integer >= 0"),
+    "epochs": (_int_from(1), "an integer >= 1"),
+    "batch_size": (_int_from(1), "an integer >= 1"),
+    "eval_batch_size": (_or_null(_int_from(1)), "an integer >= 1 or null"),
+    "label_noise": (lambda v: is_number(v) and 0.0 <= v < 1.0, "in [0, 1)"),
+    "max_loss": (_positive, "a number > 0"),
+    "time_limit_s": (_or_null(_positive), "a number > 0 or null"),
+    "max_backward_passes": (_or_null(_positive), "a number > 0 or null"),
+    "grad_clip_norm": (
+        _or_null(lambda v: is_number(v) and v >= 0),
+        "a number > 0, or 0 or null for no clipping",
+    ),
+    "device": (_is_device, "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+    "num_workers": (_int_from(0), "an integer >= 0"),
+    "threads": (_or_null(_int_from(1)), "an integer >= 1 or null"),
+    "precision": (lambda v: v in PRECISIONS, " or ".join(repr(p) for p in PRECISIONS)),
+    "model": (lambda v: isinstance(v, Mapping), "a mapping of overrides"),
+    "data": (lambda v: isinstance(v, Mapping), "a mapping of overrides"),
+    "data_root": (_or_null(lambda v: isinstance(v, str)), "a path or null"),
+    "pretrained_dir": (_or_null(lambda v: isinstance(v, str)), "a path or null"),
+    "max_steps": (_or_null(_int_from(1)), "an integer >= 1 or null"),
+    "eval_interval": (_or_null(_int_from(1)), "an integer >= 1 or null"),
+    "eval_iters": (_or_null(_int_from(1)), "an integer >= 1 or null"),
+    "grad_accum_steps": (_int_from(1), "an integer >= 1"),
+    "rho_warmup_steps": (_int_from(0), "an integer >= 0"),
+    "weight_decay_units": (lambda v: v in ("paper", "optimizer"), "'paper' or 'optimizer'"),
+    "weight_decay_on": (lambda v: v in ("all", "matrices"), "'all' or 'matrices'"),
+    "nproc": (_int_from(1), "an integer >= 1"),
+    "nodes": (_int_from(1), "an integer >= 1"),
+    "sync_batchnorm": (lambda v: isinstance(v, bool), "true or false"),
+    # a workload's own key (the language models' context length)
+    "max_length": (_int_from(1), "an integer >= 1 (tokens)"),
+}
+
+
+def _validate_trial_keys(c: dict[str, Any]) -> None:
+    for key, (test, allowed) in _TRIAL_RULES.items():
+        if key in c and not test(c[key]):
+            raise ConfigError(key, f"must be {allowed}", got=c[key])
+    if c["grad_clip_norm"] == 0:
         c["grad_clip_norm"] = None  # one spelling of "off", so one trial hash
-    if "max_length" in c and (not _is_int(c["max_length"]) or c["max_length"] < 1):
-        bad("max_length", "an integer >= 1 (tokens)")
-    if not isinstance(c["device"], str) or not (
-        c["device"] in ("auto", "cpu", "cuda", "mps") or c["device"].startswith("cuda:")
-    ):
-        bad("device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
-    if not _is_int(c["num_workers"]) or c["num_workers"] < 0:
-        bad("num_workers", "an integer >= 0")
-    if c["threads"] is not None and (not _is_int(c["threads"]) or c["threads"] < 1):
-        bad("threads", "an integer >= 1 or null")
-    if c["precision"] not in PRECISIONS:
-        bad("precision", " or ".join(repr(p) for p in PRECISIONS))
-    for key in ("model", "data"):
-        if not isinstance(c[key], Mapping):
-            bad(key, "a mapping of overrides")
-    for key in ("data_root", "pretrained_dir"):
-        if c[key] is not None and not isinstance(c[key], str):
-            bad(key, "a path or null")
-    for key in ("max_steps", "eval_interval", "eval_iters"):
-        if c[key] is not None and (not _is_int(c[key]) or c[key] < 1):
-            bad(key, "an integer >= 1 or null")
-    for key, low in (("grad_accum_steps", 1), ("rho_warmup_steps", 0)):
-        if not _is_int(c[key]) or c[key] < low:
-            bad(key, f"an integer >= {low}")
-    if c["weight_decay_units"] not in ("paper", "optimizer"):
-        bad("weight_decay_units", "'paper' or 'optimizer'")
-    if c["weight_decay_on"] not in ("all", "matrices"):
-        bad("weight_decay_on", "'all' or 'matrices'")
-    for key in ("nproc", "nodes"):
-        if not _is_int(c[key]) or c[key] < 1:
-            bad(key, "an integer >= 1")
-    if not isinstance(c["sync_batchnorm"], bool):
-        bad("sync_batchnorm", "true or false")
+
+
+def _validate_parallel(c: dict[str, Any]) -> None:
+    """The keys that together say how a step is split over processes and micro-batches."""
     ranks = processes(c)
     if c["sync_batchnorm"] and ranks > 1 and c.get("hvp_method") == "forward_over_reverse":
         # torch.func transforms cannot trace the all-reduce the synchronised statistics need.
-        raise ValueError(
-            "sync_batchnorm needs hvp_method 'double_backward' (got 'forward_over_reverse')"
+        raise ConfigError(
+            "hvp_method",
+            "must be 'double_backward' for sync_batchnorm over several processes",
+            got=c["hvp_method"],
         )
     if c["batch_size"] % (ranks * c["grad_accum_steps"]):
-        raise ValueError(
-            f"batch_size ({c['batch_size']}) must be divisible by grad_accum_steps "
-            f"({c['grad_accum_steps']}) x processes ({ranks}): every micro-batch has "
-            "batch_size / (processes x grad_accum_steps) examples"
+        # every micro-batch has batch_size / (processes x grad_accum_steps) examples
+        raise ConfigError(
+            "batch_size",
+            f"must be divisible by grad_accum_steps ({c['grad_accum_steps']}) x processes "
+            f"({ranks})",
+            got=c["batch_size"],
         )
+
+
+def _validate_schedules(c: dict[str, Any], optimizer: str) -> None:
+    c["schedule"] = normalize_schedule(c["schedule"])
+    c["hessian_power_schedule"] = normalize_hessian_power_schedule(c["hessian_power_schedule"])
+    name = c["hessian_power_schedule"]["name"]
+    if name != "constant" and "hessian_power" not in _optimizer_keys(optimizer):
+        takers = [n for n in _all_optimizer_names() if "hessian_power" in _optimizer_keys(n)]
+        raise ConfigError(
+            "hessian_power_schedule",
+            f"applies to optimizers that take hessian_power ({', '.join(takers)}), not {optimizer}",
+            got=name,
+        )
+
+
+def _validate_model(workload: str, overrides: Mapping[str, Any]) -> None:
+    """Model overrides by name and type against what the workload's model reads: a typo would
+    otherwise train the baseline model under a new hash."""
+    keys = model_keys(workload)
+    if keys is None:
+        return
+    for key, value in overrides.items():
+        if key not in keys:
+            allowed = [f"{k} ({kind})" for k, kind in sorted(keys.items())]
+            raise ConfigError(
+                f"model.{key}", f"not an override of {workload}'s model", allowed=allowed
+            )
+        if not check_kind(keys[key], value):
+            kind = keys[key]
+            article = "an" if kind == "integer" else "a"
+            raise ConfigError(f"model.{key}", f"must be {article} {kind}", got=value)
 
 
 def processes(config: Mapping[str, Any]) -> int:
@@ -357,6 +411,8 @@ def _validate_diagnostics(d: Any) -> dict[str, Any]:
         raise ConfigError(f"diagnostics.{unknown[0]}", "unknown key", allowed=list(defaults))
     out = {**defaults, **d}
     for key, default in defaults.items():
+        if isinstance(default, float):  # 1 and 1.0 are one trial
+            out[key] = _like(out[key], 0.0)
         v = out[key]
         if isinstance(default, bool):
             if not isinstance(v, bool):
@@ -399,6 +455,6 @@ def optimizer_hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
     if spec.weight_decay_mode == "decoupled" and "weight_decay" in out and paper_units:
         lr = out.get("lr")
         if not lr:
-            raise ValueError(f"lr must be > 0 to convert weight_decay for {name} (got {lr!r})")
+            raise ConfigError("lr", f"must be > 0 to convert weight_decay for {name}", got=lr)
         out["weight_decay"] = out["weight_decay"] / lr
     return out

@@ -37,6 +37,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from sassha.errors import ConfigError
+
 __all__ = [
     "SCHEDULES",
     "HESSIAN_POWER_SCHEDULES",
@@ -82,8 +84,8 @@ def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _fail(name: str, key: str, allowed: str, value: Any) -> None:
-    raise ValueError(f"schedule {name}: {key} must be {allowed} (got {value!r})")
+def _fail(key: str, allowed: str, value: Any) -> None:
+    raise ConfigError(f"schedule.{key}", f"must be {allowed}", got=value)
 
 
 def _default_mode(metric: str) -> str:
@@ -98,15 +100,16 @@ def _named(spec: Mapping[str, Any] | str | None, table: Mapping, what: str) -> d
     if isinstance(spec, str):
         spec = {"name": spec}
     if not isinstance(spec, Mapping):
-        raise ValueError(f"{what} must be a mapping with a name (got {spec!r})")
+        raise ConfigError(what, "must be a name or a mapping with a name", got=spec)
     name = spec.get("name")
     if name not in table:
-        raise ValueError(f"unknown {what} {name!r} (allowed: {', '.join(table)})")
+        raise ConfigError(f"{what}.name", f"unknown {what}", got=name, allowed=list(table))
     keys = table[name]
     unknown = sorted(set(spec) - set(keys) - {"name"})
     if unknown:
-        allowed = ", ".join(["name", *keys])
-        raise ValueError(f"{what} {name}: unknown key {unknown[0]!r} (allowed: {allowed})")
+        raise ConfigError(
+            f"{what}.{unknown[0]}", f"not a key of the {name} {what}", allowed=["name", *keys]
+        )
     return {"name": name, **{k: spec.get(k, d) for k, d in keys.items()}}
 
 
@@ -114,65 +117,65 @@ def _int_at_least(v: Any, low: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
-def _check_multistep(name: str, out: dict[str, Any]) -> None:
+def _check_multistep(out: dict[str, Any]) -> None:
     ms = out["milestones"]
     if not isinstance(ms, list | tuple) or not all(_int_at_least(m, 1) for m in ms):
-        _fail(name, "milestones", "a list of integers >= 1 (epochs)", ms)
+        _fail("milestones", "a list of integers >= 1 (epochs)", ms)
     if list(ms) != sorted(ms):
-        _fail(name, "milestones", "increasing", ms)
+        _fail("milestones", "increasing", ms)
     out["milestones"] = list(ms)
     if not _number(out["gamma"]) or out["gamma"] <= 0:
-        _fail(name, "gamma", "a number > 0", out["gamma"])
+        _fail("gamma", "a number > 0", out["gamma"])
 
 
-def _check_cosine(name: str, out: dict[str, Any]) -> None:
+def _check_cosine(out: dict[str, Any]) -> None:
     w = out["warmup_epochs"]
     if not _number(w) or w < 0:
-        _fail(name, "warmup_epochs", "a number >= 0", w)
+        _fail("warmup_epochs", "a number >= 0", w)
     r = out["final_lr_ratio"]
     if not _number(r) or not 0 <= r <= 1:
-        _fail(name, "final_lr_ratio", "in [0, 1]", r)
+        _fail("final_lr_ratio", "in [0, 1]", r)
     t = out["total_epochs"]
     if t is not None and not _int_at_least(t, 1):
-        _fail(name, "total_epochs", "an integer >= 1 or null", t)
+        _fail("total_epochs", "an integer >= 1 or null", t)
 
 
-def _check_warmup_cosine(name: str, out: dict[str, Any]) -> None:
+def _check_warmup_cosine(out: dict[str, Any]) -> None:
     warmup, decay = out["warmup_steps"], out["lr_decay_steps"]
     if not _int_at_least(warmup, 0):
-        _fail(name, "warmup_steps", "an integer >= 0", warmup)
+        _fail("warmup_steps", "an integer >= 0", warmup)
     if decay is not None and not _int_at_least(decay, 0):
-        _fail(name, "lr_decay_steps", "an integer >= 0 or null", decay)
+        _fail("lr_decay_steps", "an integer >= 0 or null", decay)
     if decay is not None and decay < warmup:
-        _fail(name, "lr_decay_steps", f">= warmup_steps ({warmup})", decay)
+        _fail("lr_decay_steps", f">= warmup_steps ({warmup})", decay)
     if not _number(out["min_lr"]) or out["min_lr"] < 0:
-        _fail(name, "min_lr", "a number >= 0", out["min_lr"])
+        _fail("min_lr", "a number >= 0", out["min_lr"])
     out["min_lr"] = float(out["min_lr"])
 
 
-def _check_plateau(name: str, out: dict[str, Any]) -> None:
+def _check_plateau(out: dict[str, Any]) -> None:
     if not isinstance(out["metric"], str) or not out["metric"]:
-        _fail(name, "metric", "a metric name such as val_loss", out["metric"])
+        _fail("metric", "a metric name such as val_loss", out["metric"])
     if out["mode"] is None:
         out["mode"] = _default_mode(out["metric"])
     if out["mode"] not in ("min", "max"):
-        _fail(name, "mode", "'min' or 'max'", out["mode"])
+        _fail("mode", "'min' or 'max'", out["mode"])
     if not _number(out["factor"]) or not 0 < out["factor"] < 1:
-        _fail(name, "factor", "in (0, 1)", out["factor"])
+        _fail("factor", "in (0, 1)", out["factor"])
     for key in ("patience", "cooldown"):
         if not _int_at_least(out[key], 0):
-            _fail(name, key, "an integer >= 0", out[key])
+            _fail(key, "an integer >= 0", out[key])
     for key in ("threshold", "min_lr"):
         if not _number(out[key]) or out[key] < 0:
-            _fail(name, key, "a number >= 0", out[key])
+            _fail(key, "a number >= 0", out[key])
 
 
-def _check_transformers(name: str, out: dict[str, Any]) -> None:
+def _check_transformers(out: dict[str, Any]) -> None:
     types = TRANSFORMERS_SCHEDULER_TYPES
     if out["lr_scheduler_type"] not in types:
-        _fail(name, "lr_scheduler_type", "one of " + ", ".join(types), out["lr_scheduler_type"])
+        _fail("lr_scheduler_type", "one of " + ", ".join(types), out["lr_scheduler_type"])
     if not _int_at_least(out["num_warmup_steps"], 0):
-        _fail(name, "num_warmup_steps", "an integer >= 0", out["num_warmup_steps"])
+        _fail("num_warmup_steps", "an integer >= 0", out["num_warmup_steps"])
 
 
 _CHECKS = {
@@ -187,12 +190,12 @@ _CHECKS = {
 def normalize_schedule(spec: Mapping[str, Any] | str | None) -> dict[str, Any]:
     """Validate a schedule dict and fill its defaults (a complete, JSON-ready dict).
 
-    ValueError names the allowed schedules or keys.
+    ConfigError (key ``schedule.<key>``) names the allowed schedules or keys.
     """
     out = _named(spec, SCHEDULES, "schedule")
     check = _CHECKS.get(out["name"])
     if check is not None:
-        check(out["name"], out)
+        check(out)
     return out
 
 
@@ -356,21 +359,19 @@ HESSIAN_POWER_SCHEDULES: dict[str, dict[str, Any]] = {
 
 
 def normalize_hessian_power_schedule(spec: Mapping[str, Any] | str | None) -> dict[str, Any]:
-    """Validate a ``hessian_power_schedule`` and fill its defaults; ValueError names the
-    allowed schedules or keys."""
+    """Validate a ``hessian_power_schedule`` and fill its defaults; ConfigError (key
+    ``hessian_power_schedule.<key>``) names the allowed schedules or keys."""
     out = _named(spec, HESSIAN_POWER_SCHEDULES, "hessian_power_schedule")
     name = out["name"]
     if name == "warmup":
         w = out["warmup_steps"]
-        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
-            raise ValueError(
-                f"hessian_power_schedule warmup: warmup_steps must be an integer >= 0 (got {w!r})"
+        if not _int_at_least(w, 0):
+            raise ConfigError(
+                "hessian_power_schedule.warmup_steps", "must be an integer >= 0", got=w
             )
         p = out["warmup_power"]
         if not _number(p) or not 0 < p <= 1:
-            raise ValueError(
-                f"hessian_power_schedule warmup: warmup_power must be in (0, 1] (got {p!r})"
-            )
+            raise ConfigError("hessian_power_schedule.warmup_power", "must be in (0, 1]", got=p)
         out["warmup_power"] = float(p)
     return out
 

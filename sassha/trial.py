@@ -474,7 +474,7 @@ def run(
 ) -> dict[str, Any]:
     """Train one trial and return its final metrics.
 
-    ``config`` is resolved first (:func:`resolve_config`; a bad config raises ValueError before
+    ``config`` is resolved first (:func:`resolve_config`; a bad config raises ConfigError before
     anything runs). The result always has ``status`` (finished | diverged | failed),
     ``epochs_completed``, ``steps``, ``backward_passes`` and ``wall_time_s``, then the last
     epoch's metrics, ``best_<val metric>``, the sharpness metrics when

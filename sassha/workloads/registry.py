@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sassha.errors import ConfigError
 from sassha.workloads.base import Workload
 from sassha.workloads.digits import digits_workloads
 from sassha.workloads.glue import glue_workloads, synthetic_glue_workloads
@@ -26,9 +27,11 @@ WORKLOADS: dict[str, Workload] = _build()
 
 
 def get_workload(name: str) -> Workload:
-    """The workload called ``name``; ValueError naming the known workloads otherwise."""
+    """The workload called ``name``; ConfigError (key ``workload``) naming the known ones
+    otherwise."""
     try:
         return WORKLOADS[name]
     except (KeyError, TypeError):
-        known = ", ".join(sorted(WORKLOADS))
-        raise ValueError(f"unknown workload {name!r} (known: {known})") from None
+        raise ConfigError(
+            "workload", "unknown workload", got=name, allowed=sorted(WORKLOADS)
+        ) from None

@@ -216,7 +216,10 @@ def _bad_spec(tmp_path, override: str) -> Path:
     "override,message",
     [
         ("nproc: 0", "nproc: must be an integer >= 1 (got 0)"),
-        ("nproc: 3", "batch_size (32) must be divisible by grad_accum_steps (1) x processes (3)"),
+        (
+            "nproc: 3",
+            "batch_size: must be divisible by grad_accum_steps (1) x processes (3) (got 32)",
+        ),
         ("nodes: 2", "nodes must be 1 on the local backend (got 2)"),
         ("nproc: 2, device: cuda", "nproc must be at most the"),
     ],

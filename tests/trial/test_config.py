@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from sassha.errors import ConfigError
 from sassha.optim import get_spec
 from sassha.trial import TrialDefaults, optimizer_hyperparameters, resolve_config
 from sassha.workloads import get_workload
@@ -63,36 +64,71 @@ def test_nested_merges():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ({"workload": "nope"}, "unknown workload 'nope'"),
+        ({"workload": "nope"}, r"^workload: unknown workload \(got 'nope'; allowed: "),
         ({"optimizer": "lbfgs"}, r"optimizer: unknown optimizer \(got 'lbfgs'; allowed: sgd, "),
-        ({"momentum": 0.9}, "'momentum' is not a hyperparameter of sassha"),
-        ({"learning_rate": 0.1}, "unknown config key 'learning_rate'"),
+        (
+            {"momentum": 0.9},
+            r"^momentum: not a hyperparameter of sassha \(allowed: abs_hessian, betas, ",
+        ),
+        ({"learning_rate": 0.1}, r"^learning_rate: unknown key \(allowed: "),
         ({"epochs": 0}, "epochs: must be an integer >= 1"),
         ({"epochs": 2.5}, "epochs: must be an integer >= 1"),
         ({"label_noise": 1.0}, r"label_noise: must be in \[0, 1\)"),
         ({"label_noise": -0.1}, r"label_noise: must be in \[0, 1\)"),
         ({"rho": -1}, r"rho: must be a number >= 0 \(got -1"),
-        ({"schedule": {"name": "step"}}, "unknown schedule 'step'.*multistep"),
-        ({"schedule": {"name": "cosine", "warmup": 3}}, "unknown key 'warmup'.*warmup_epochs"),
+        (
+            {"schedule": {"name": "step"}},
+            r"^schedule.name: unknown schedule \(got 'step'.*multistep",
+        ),
+        (
+            {"schedule": {"name": "cosine", "warmup": 3}},
+            "^schedule.warmup: not a key of the cosine .*warmup_epochs",
+        ),
         ({"diagnostics": {"sharp": True}}, "diagnostics.sharp: unknown key"),
         ({"device": "tpu"}, "device: must be"),
         ({"time_limit_s": 0}, "time_limit_s: must be"),
         ({"threads": 0}, "threads: must be an integer >= 1 or null"),
-        ({"model": {"act": object()}}, "not JSON-serialisable"),
+        ({"data": {"act": object()}}, r"^data.act: must be JSON data .*\(got <object object"),
+        (
+            {"model": {"widht": 8}},
+            r"^model.widht: not an override of digits_cnn's model \(allowed: width",
+        ),
+        ({"model": {"width": "wide"}}, r"^model.width: must be an integer \(got 'wide'\)$"),
+        ({"model": 3}, r"^model: must be a mapping \(got 3\)$"),
+        (
+            {"optimizer": "sgd", "batch_size": 10, "grad_accum_steps": 4},
+            r"^batch_size: must be divisible",
+        ),
+        ({"schedule": 7}, r"^schedule: must be a name or a mapping with a name \(got 7\)$"),
         ({"grad_clip_norm": -1}, "grad_clip_norm: must be a number > 0, or 0 or null"),
         ({"grad_clip_norm": True}, "grad_clip_norm: must be"),
-        ({"hessian_power_schedule": {"name": "warm"}}, "unknown hessian_power_schedule 'warm'"),
+        ({"hessian_power_schedule": {"name": "warm"}}, "^hessian_power_schedule.name: unknown "),
         (
             {"optimizer": "sgd", "hessian_power_schedule": {"name": "warmup"}},
-            "hessian_power_schedule applies to optimizers that take hessian_power .*sassha.*"
+            "^hessian_power_schedule: applies to optimizers that take hessian_power .*sassha.*"
             "not sgd",
         ),
     ],
 )
 def test_bad_configs_raise_one_line(override, message):
-    with pytest.raises(ValueError, match=message) as info:
+    with pytest.raises(ConfigError, match=message) as info:
         resolve_config({**BASE, **override})
     assert "\n" not in str(info.value)
+    assert str(info.value).startswith(f"{info.value.key}: {info.value.problem}")
+
+
+@pytest.mark.parametrize(
+    "config, key",
+    [
+        ({"optimizer": "sgd"}, "workload"),
+        ({"workload": "digits_cnn"}, "optimizer"),
+        ([("workload", "digits_cnn")], "config"),
+    ],
+)
+def test_missing_names_and_non_mappings_are_config_errors(config, key):
+    with pytest.raises(ConfigError) as info:
+        resolve_config(config)
+    assert info.value.key == key
 
 
 def test_weight_decay_conversion():
@@ -138,5 +174,5 @@ def test_glue_defaults_are_the_fine_tuning_scripts():
     }
     with pytest.raises(ValueError, match="max_length: must be an integer >= 1"):
         resolve_config({"workload": "glue_squeezebert_rte", "optimizer": "adamw", "max_length": 0})
-    with pytest.raises(ValueError, match="unknown config key 'max_length'"):
+    with pytest.raises(ValueError, match="^max_length: unknown key"):
         resolve_config({**BASE, "max_length": 16})

@@ -106,7 +106,7 @@ def test_checkpoint_without_batchnorm_resumes_at_another_world_size(two_ranks):
         ({"nodes": 0}, "nodes: must be an integer >= 1"),
         (
             {"nproc": 3, "batch_size": 32},
-            "batch_size (32) must be divisible by grad_accum_steps (1) x processes (3)",
+            "batch_size: must be divisible by grad_accum_steps (1) x processes (3) (got 32)",
         ),
         ({"sync_batchnorm": "yes"}, "sync_batchnorm: must be true or false"),
     ],

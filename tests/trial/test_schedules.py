@@ -74,14 +74,26 @@ def test_constant_and_per_group_base_lrs():
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ({"name": "linear"}, "unknown schedule 'linear' .*constant, multistep, cosine, plateau"),
-        ({"name": "multistep", "milestone": [3]}, "unknown key 'milestone' .*milestones, gamma"),
-        ({"name": "multistep", "milestones": [5, 3]}, "milestones must be increasing"),
-        ({"name": "multistep", "milestones": [0.5]}, "milestones must be a list of integers"),
-        ({"name": "cosine", "warmup_epochs": -1}, "warmup_epochs must be"),
-        ({"name": "plateau", "factor": 2}, r"factor must be in \(0, 1\)"),
-        ({"name": "plateau", "mode": "up"}, "mode must be"),
-        ("cosine ", "unknown schedule"),
+        (
+            {"name": "linear"},
+            r"^schedule.name: unknown schedule \(got 'linear'; allowed: constant, multistep, ",
+        ),
+        (
+            {"name": "multistep", "milestone": [3]},
+            r"^schedule.milestone: not a key of the multistep schedule \(allowed: name, milestones",
+        ),
+        (
+            {"name": "multistep", "milestones": [5, 3]},
+            r"^schedule.milestones: must be increasing \(got a list of 2\)$",
+        ),
+        (
+            {"name": "multistep", "milestones": [0.5]},
+            "^schedule.milestones: must be a list of integers",
+        ),
+        ({"name": "cosine", "warmup_epochs": -1}, "^schedule.warmup_epochs: must be"),
+        ({"name": "plateau", "factor": 2}, r"^schedule.factor: must be in \(0, 1\)"),
+        ({"name": "plateau", "mode": "up"}, "^schedule.mode: must be"),
+        ("cosine ", "^schedule.name: unknown schedule"),
     ],
 )
 def test_bad_schedules(spec, message):
@@ -125,11 +137,13 @@ def test_transformers_schedule_validation():
         "lr_scheduler_type": "linear",
         "num_warmup_steps": 0,
     }
-    with pytest.raises(ValueError, match="lr_scheduler_type must be one of linear, cosine"):
+    with pytest.raises(
+        ValueError, match="^schedule.lr_scheduler_type: must be one of linear, cosine"
+    ):
         normalize_schedule({"name": "transformers", "lr_scheduler_type": "polynomal"})
-    with pytest.raises(ValueError, match="lr_scheduler_type must be one of"):
+    with pytest.raises(ValueError, match="^schedule.lr_scheduler_type: must be one of"):
         normalize_schedule({"name": "transformers", "lr_scheduler_type": "reduce_lr_on_plateau"})
-    with pytest.raises(ValueError, match="num_warmup_steps must be an integer >= 0"):
+    with pytest.raises(ValueError, match="^schedule.num_warmup_steps: must be an integer >= 0"):
         normalize_schedule({"name": "transformers", "num_warmup_steps": -1})
 
 
@@ -160,10 +174,22 @@ def test_hessian_power_warmup_then_the_optimizers_power():
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ({"name": "step"}, "unknown hessian_power_schedule 'step'.*constant, warmup"),
-        ({"name": "warmup", "steps": 3}, "unknown key 'steps'.*warmup_steps, warmup_power"),
-        ({"name": "warmup", "warmup_steps": -1}, "warmup_steps must be an integer >= 0"),
-        ({"name": "warmup", "warmup_power": 0}, r"warmup_power must be in \(0, 1\]"),
+        (
+            {"name": "step"},
+            r"^hessian_power_schedule.name: unknown .*\(got 'step'; allowed: constant, warmup",
+        ),
+        (
+            {"name": "warmup", "steps": 3},
+            "^hessian_power_schedule.steps: not a key .*warmup_steps, warmup_power",
+        ),
+        (
+            {"name": "warmup", "warmup_steps": -1},
+            "^hessian_power_schedule.warmup_steps: must be an integer >= 0",
+        ),
+        (
+            {"name": "warmup", "warmup_power": 0},
+            r"^hessian_power_schedule.warmup_power: must be in \(0, 1\]",
+        ),
     ],
 )
 def test_hessian_power_schedule_errors(spec, message):

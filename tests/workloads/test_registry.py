@@ -32,7 +32,9 @@ def test_every_named_workload_is_registered():
 
 
 def test_unknown_workload_names_the_known_ones():
-    with pytest.raises(ValueError, match="unknown workload 'cifar11'") as err:
+    with pytest.raises(
+        ValueError, match=r"^workload: unknown workload \(got 'cifar11'; allowed: "
+    ) as err:
         get_workload("cifar11")
     assert "digits_cnn" in str(err.value) and "wikitext2_gpt1mini" in str(err.value)
 
