@@ -20,7 +20,7 @@ def console(stderr: bool = False):
 
 
 def axes_text(axes: dict[str, Any]) -> str:
-    from runners.plan import axis_label
+    from runners.identity import axis_label
 
     return " ".join(f"{k}={axis_label(v)}" for k, v in axes.items()) or "-"
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from runners.plan import PlannedTrial, axis_label
+from runners.identity import axis_label
+from runners.plan import PlannedTrial
 
 
 @dataclasses.dataclass(frozen=True)

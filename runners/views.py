@@ -92,7 +92,7 @@ def _epochs_text(t) -> str:
 def _plan_table(spec, trials, states):
     from rich.table import Table
 
-    from runners.plan import passes_per_step
+    from runners.budget import passes_per_step
 
     table = Table(title=f"{spec.sweep_name}: {len(trials)} trials", title_justify="left")
     cols = ("#", "variant", "axes", "seed", "epochs", "world", "passes/step", "official")
@@ -117,9 +117,9 @@ def _plan_table(spec, trials, states):
 
 
 def _budget_line(trials) -> str:
-    from runners.plan import passes_per_step, trial_cost
+    from runners.budget import passes_per_step, trial_cost
 
-    costs = [trial_cost(t) for t in trials]
+    costs = [trial_cost(t.config) for t in trials]
     total = sum(cost for cost, _ in costs)
     units = {unit for _, unit in costs}
     unit = units.pop() if len(units) == 1 else "epoch-passes"

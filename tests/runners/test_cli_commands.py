@@ -106,7 +106,7 @@ def test_check_validates_every_profile(tmp_path, capsys):
     assert code == 0 and f"ok {good}: 4 trials" in out and "--profile smoke: 2 trials" in out
     code, out, err = run_main(capsys, "check", bad)
     assert code == 2
-    assert err.strip() == f"{bad}:15: base.label_noise: must be a fraction in [0, 1) (got 1.5)"
+    assert err.strip() == f"{bad}:15: base.label_noise: must be in [0, 1) (got 1.5)"
 
 
 def test_status_reads_running_interrupted_and_ended_trials(tmp_path, capsys, monkeypatch):

@@ -5,7 +5,7 @@ restart accepts, or which MLflow params are logged, so the literal sets below mu
 purpose, never by accident.
 """
 
-from runners import execute, plan
+from runners import execute, identity
 from sassha import config
 from sassha.execution import EXECUTION_KEYS, NON_IDENTITY_KEYS, PARAM_EXCLUDE, RESUMABLE_KEYS
 
@@ -23,7 +23,7 @@ def test_non_identity_keys():
         "pin_memory",
         "checkpoint_dir",
     }
-    assert plan.NON_IDENTITY_KEYS is NON_IDENTITY_KEYS
+    assert identity.NON_IDENTITY_KEYS is NON_IDENTITY_KEYS
 
 
 def test_resumable_keys():
@@ -55,7 +55,7 @@ def test_param_exclude():
 
 def test_hash_ignores_exactly_the_non_identity_keys():
     base = {"workload": "digits_mlp", "optimizer": "sgd", "lr": 0.1}
-    h = plan.trial_hash(base)
+    h = identity.trial_hash(base)
     for key in NON_IDENTITY_KEYS:
-        assert plan.trial_hash({**base, key: "x"}) == h, key
-    assert plan.trial_hash({**base, "epochs": 2}) != h
+        assert identity.trial_hash({**base, key: "x"}) == h, key
+    assert identity.trial_hash({**base, "epochs": 2}) != h

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from runners_helpers import TINY, run_main, write_spec
 
-from runners.plan import plan, trial_hash
+from runners.identity import trial_hash
+from runners.plan import plan
 from runners.spec import SpecError, load_spec
 
 

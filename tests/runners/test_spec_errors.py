@@ -141,3 +141,68 @@ def test_config_error_is_placed_by_its_key_path(tmp_path: Path, monkeypatch):
         plan(load_spec(path))
     assert str(err.value).startswith(f"{path}:8: "), str(err.value)
     assert str(err.value) == f"{path}:8: variants.a.lr: epochs and lr disagree (got 0.125)"
+
+
+def test_an_error_is_placed_by_its_key_not_by_the_keys_its_message_names(tmp_path: Path):
+    """batch_size (a workload default here) must divide by grad_accum_steps: the message names
+    grad_accum_steps, which the spec sets, but the error is about batch_size, which it does not,
+    so it is placed at the variant under batch_size's path."""
+    path = write_spec(
+        tmp_path,
+        """\
+        name: placed
+        workload: digits_mlp
+        base:
+          grad_accum_steps: 3
+        variants:
+          a:
+            optimizer: sgd
+        """,
+    )
+    with pytest.raises(SpecError) as err:
+        plan(load_spec(path))
+    assert str(err.value) == (
+        f"{path}:6: variants.a.batch_size: must be divisible by grad_accum_steps (3) x "
+        "processes (1) (got 32)"
+    )
+
+
+def test_an_error_other_than_a_config_error_is_a_bug_and_propagates(tmp_path: Path, monkeypatch):
+    """Only a ConfigError is the spec's fault; anything else from resolve_config is not given
+    a spec line (whatever key names its message happens to contain)."""
+    import sassha.config
+
+    def resolve(config):
+        raise TypeError("lr: unsupported operand type(s) for *: 'NoneType' and 'float'")
+
+    monkeypatch.setattr(sassha.config, "resolve_config", resolve)
+    path = write_spec(
+        tmp_path,
+        """\
+        name: bug
+        workload: digits_mlp
+        variants:
+          a: {optimizer: sgd, lr: 0.1}
+        """,
+    )
+    with pytest.raises(TypeError, match="unsupported operand"):
+        plan(load_spec(path))
+
+
+def test_a_config_error_inside_an_included_mapping_names_the_nested_key(tmp_path: Path):
+    (tmp_path / "best.yaml").write_text("lr: 0.1\nschedule:\n  name: cosine\n  warmup: 3\n")
+    path = write_spec(
+        tmp_path,
+        """\
+        name: t
+        workload: digits_cnn
+        variants:
+          s: {optimizer: sgd, include: best.yaml}
+        """,
+    )
+    with pytest.raises(SpecError) as err:
+        plan(load_spec(path))
+    assert str(err.value).startswith(
+        f"{tmp_path / 'best.yaml'}:4: variants.s.schedule.warmup: not a key of the cosine "
+        "schedule (allowed: name, warmup_epochs, "
+    )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runners.plan import plan, step_based_passes
+from runners.budget import step_based_passes
+from runners.plan import plan
 from runners.spec import SpecError, load_spec
 
 SPEC = """\
