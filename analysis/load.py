@@ -18,7 +18,6 @@ Two frames come back:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from analysis.report_options import parse_value
 
 TRIAL_ROLE = "trial"
 TERMINAL_STATUSES = ("finished", "diverged", "failed")
@@ -64,34 +65,6 @@ class SweepData:
         if h.empty:
             return pd.DataFrame()
         return h.pivot(index="step", columns="trial_hash", values="value").sort_index()
-
-
-def parse_value(text):
-    """Turn an MLflow param string back into the value it was logged from."""
-    if not isinstance(text, str):
-        return text
-    if text in ("None", "null"):
-        return None
-    if text in ("True", "true"):
-        return True
-    if text in ("False", "false"):
-        return False
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    if text[:1] in "[{":
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return text
-        # Lists become tuples so that they can be grouped on.
-        return tuple(value) if isinstance(value, list) else text
-    return text
 
 
 def _client(tracking_uri: str | None):

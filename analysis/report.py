@@ -23,6 +23,14 @@ from analysis.aggregate import (
     trial_values,
 )
 from analysis.load import SweepData, subset
+from analysis.report_options import (
+    FORMATS,
+    TABLES,
+    FigureError,
+    ReportError,
+    ReportOptions,
+    parse_selections,
+)
 from analysis.tables import (
     GLUE_COLUMNS,
     SHARPNESS_METRICS,
@@ -38,29 +46,6 @@ from analysis.tables import (
     label_noise_table,
     sharpness_table,
 )
-
-FORMATS = ("md", "csv", "tex", "png")
-TABLES = ("generic", "accuracy", "sharpness", "glue", "label_noise", "cost")
-
-# Options run_report takes through **options, with their types and defaults.
-OPTIONS: dict[str, tuple[type | tuple, object]] = {
-    "tables": ((str, list, tuple), "auto"),
-    "landscape": ((str, list, tuple, dict), None),
-    "spectrum": ((str, list, tuple, dict), None),
-    "landscape_steps": (int, 21),
-    "landscape_radius": (float, 1.0),
-    "hessian_batches": (int, 4),
-    "hessian_iters": (int, 100),
-    "spectrum_steps": (int, 80),
-    "spectrum_runs": (int, 3),
-    "hessian_seed": (int, 0),
-    "device": (str, "cpu"),
-    "dpi": (int, 100),
-}
-
-
-class ReportError(Exception):
-    """A user-facing problem: printed as one line, exit code 2."""
 
 
 @dataclass
@@ -145,14 +130,7 @@ def progress(data: SweepData, planned_hashes: list[str] | None) -> Progress:
 
 
 def _wanted_tables(option, data: SweepData, *, budget: bool) -> list[str]:
-    if isinstance(option, str):
-        option = [t.strip() for t in option.split(",") if t.strip()]
-    option = list(option)
-    for name in option:
-        if name not in (*TABLES, "auto", "all"):
-            raise ReportError(
-                f"tables: unknown table {name!r} (allowed: auto, all, {', '.join(TABLES)})"
-            )
+    option = ReportOptions(tables=option).tables
     if "all" in option:
         return list(TABLES)
     if "auto" not in option:
@@ -215,8 +193,7 @@ def build_report(
 ) -> Report:
     """Tables, comparisons, claim verdicts and figures for ``data``; files go to ``out`` in
     ``formats``. ``claims`` are a spec's ``claims:`` entries (``analysis.claims.ClaimSpec``)."""
-    opts = {k: d for k, (_, d) in OPTIONS.items()}
-    opts.update(options)
+    opts = {**ReportOptions().model_dump(), **options}
     report = Report(progress=progress(data, planned_hashes))
     runs = data.runs
     if runs.empty:
@@ -408,10 +385,14 @@ def _trial_dir(workdir: Path, data: SweepData, h: str) -> tuple[Path, str]:
 
 def _figure_trials(data, workdir, value, option, metric, mode, variants):
     """``[(trial folder, label, file-name part)]`` for a figure option (analysis.figures)."""
-    from analysis.figures import parse_selections, resolve
+    from analysis.figures import resolve
 
+    try:
+        selections = parse_selections(value)
+    except FigureError as exc:
+        raise FigureError(f"{option}: {exc}") from None
     out = []
-    for sel in parse_selections(value, option):
+    for sel in selections:
         h = resolve(data, sel, option, metric=metric, mode=mode, variants=variants)
         path, label = _trial_dir(workdir, data, h or sel.trial or sel.variant)
         out.append((path, label, sel.name if h else path.name[:8]))
@@ -456,48 +437,3 @@ def _trial_figure(picks, out, opts, kind: str, compute, plot) -> Path:
     values = {label: compute(path) for path, label, _ in picks}
     name = f"{kind}_" + "_".join(name for _, _, name in picks) + ".png"
     return plot(values, Path(out) / name, dpi=int(opts["dpi"]))
-
-
-def check_options(options: dict, where: str = "option") -> dict:
-    """Validate ``**options`` of :func:`run_report`; coerce numbers given as strings."""
-    clean = {}
-    for key, value in options.items():
-        if key not in OPTIONS:
-            raise ReportError(
-                f"unknown report {where} {key!r} (allowed: {', '.join(sorted(OPTIONS))})"
-            )
-        if value is None:
-            continue
-        types, _ = OPTIONS[key]
-        if (
-            key in ("landscape", "spectrum")
-            and isinstance(value, int)
-            and not isinstance(value, bool)
-        ):
-            value = str(value)  # a digits-only hash that YAML read as a number
-        if types in (int, float) and isinstance(value, str):
-            try:
-                value = types(value)
-            except ValueError:
-                raise ReportError(
-                    f"report {where} {key} must be {types.__name__} (got {value!r})"
-                ) from None
-        if types is float and isinstance(value, int):
-            value = float(value)
-        if not isinstance(value, types) or isinstance(value, bool) and types in (int, float):
-            name = types.__name__ if isinstance(types, type) else "a name or a list of names"
-            raise ReportError(f"report {where} {key} must be {name} (got {value!r})")
-        clean[key] = value
-    return clean
-
-
-def parse_formats(formats) -> list[str]:
-    if formats is None:
-        return list(FORMATS)
-    if isinstance(formats, str):
-        formats = formats.split(",")
-    formats = [f.strip().lower().lstrip(".") for f in formats if f.strip()]
-    for f in formats:
-        if f not in FORMATS:
-            raise ReportError(f"unknown format {f!r} (allowed: {', '.join(FORMATS)})")
-    return formats

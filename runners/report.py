@@ -1,7 +1,7 @@
 """``sweep report SPEC``: the spec side of a report (spec, planned trials, metric, store, folders).
 
 The tables and figures themselves are ``analysis.report.build_report``'s; this module reads the
-spec, plans it, merges the spec's ``report:`` defaults with the command's options and finds the
+spec, plans it, merges the command's options over the spec's ``report:`` block and finds the
 tracking store and the output folder, so that ``analysis`` never needs the runners.
 """
 
@@ -12,19 +12,27 @@ import sys
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from analysis.report_options import ReportError, ReportOptions
 from runners.spec import SpecError, load_spec
+from runners.spec_model import describe, one_line
 
 
-def _options(spec, spec_path, formats, best: bool, paper: bool, options: dict):
-    """The report's formats, best/paper switches and options: the command's over the spec's."""
-    from analysis.report import check_options, parse_formats
-
-    defaults = dict(spec.report or {})
-    formats = formats if formats is not None else defaults.pop("formats", None)
-    best = best or bool(defaults.pop("best", False))
-    paper = paper or bool(defaults.pop("paper", False))
-    defaults = check_options(defaults, where=f"setting in {spec_path} (report:)")
-    return parse_formats(formats), best, paper, {**defaults, **check_options(options)}
+def _options(spec, formats, best: bool, paper: bool, options: dict) -> ReportOptions:
+    """The spec's ``report:`` block with the command's options over it; the command's are checked
+    by the same model (one line, like a spec's: ``KEY: problem (got ...; allowed ...)``)."""
+    given = {k: v for k, v in options.items() if v is not None}
+    given |= {"formats": formats} if formats is not None else {}
+    given |= {k: True for k, on in (("best", best), ("paper", paper)) if on}
+    try:
+        command = ReportOptions.model_validate(given)
+    except ValidationError as exc:
+        loc, problem, details = describe(exc, ReportOptions)
+        raise ReportError(one_line(".".join(map(str, loc)), problem, **details)) from None
+    return (spec.report or ReportOptions()).model_copy(
+        update=command.model_dump(exclude_unset=True)
+    )
 
 
 def run_report(
@@ -44,13 +52,13 @@ def run_report(
 
     Prints the Markdown tables and comparisons, writes ``formats`` (md, csv, tex, png) to
     ``out`` (default ``<workdir>/reports/``; workdir default ``runs/<sweep name>/``).
-    ``options`` are listed in ``analysis.report.OPTIONS``; the spec's ``report:`` section
-    supplies defaults. The spec's ``claims:`` get verdicts, written as ``claims.md/.csv/.json``
-    and logged to the sweep's parent MLflow run; ``seeds_for_claims`` treats the sweep as a pilot
-    and prints the seeds per side its claims need instead of the report.
+    ``options`` are the fields of ``analysis.report_options.ReportOptions``; the spec's
+    ``report:`` block supplies defaults. The spec's ``claims:`` get verdicts, written as
+    ``claims.md/.csv/.json`` and logged to the sweep's parent MLflow run; ``seeds_for_claims``
+    treats the sweep as a pilot and prints the seeds per side its claims need instead of the
+    report.
     """
     from analysis.load import load_sweep
-    from analysis.report import ReportError
     from runners.plan import default_metric, plan
     from runners.state import workdir_for
     from runners.tracking import resolve_tracking_uri
@@ -58,7 +66,7 @@ def run_report(
     try:
         spec = load_spec(spec_path, profile)
         trials = plan(spec)
-        formats, best, paper, opts = _options(spec, spec_path, formats, best, paper, options)
+        opts = _options(spec, formats, best, paper, options)
         metric = default_metric(spec, trials)
         tracking_uri = resolve_tracking_uri(spec, tracking_uri)
         if tracking_uri is None:
@@ -66,7 +74,7 @@ def run_report(
         workdir = workdir_for(spec.sweep_name, workdir)
         out = Path(out) if out else workdir / "reports"
         data = load_sweep(spec.sweep_name, tracking_uri, experiment=spec.experiment)
-        report = _build(spec, trials, data, metric, out, formats, best, paper, workdir, opts)
+        report = _build(spec, trials, data, metric, out, workdir, opts)
     except (SpecError, ReportError, FileNotFoundError, ValueError) as exc:
         print(f"sweep report: {exc}", file=sys.stderr)
         return 2
@@ -155,9 +163,8 @@ def publish_to_parent(spec, trials, uri: str, parent_id: str, workdir: Path) -> 
     data = load_sweep(spec.sweep_name, uri, experiment=spec.experiment)
     if data.runs.empty:
         return None
-    _, best, paper, opts = _options(spec, spec.path, ["md", "csv", "png"], False, False, {})
-    formats = ["md", "csv", "png"]
-    report = _build(spec, trials, data, metric, out, formats, best, paper, workdir, opts)
+    opts = _options(spec, ["md", "csv", "png"], False, False, {})
+    report = _build(spec, trials, data, metric, out, workdir, opts)
     summary = out / "report.md"
     summary.write_text(
         report.to_markdown(f"{spec.sweep_name}: {metric['name']} ({metric.get('mode', 'max')})")
@@ -169,7 +176,7 @@ def publish_to_parent(spec, trials, uri: str, parent_id: str, workdir: Path) -> 
     return out
 
 
-def _build(spec, trials, data, metric, out, formats, best, paper, workdir, opts):
+def _build(spec, trials, data, metric, out, workdir, opts: ReportOptions):
     """The report of ``spec``'s planned ``trials`` over the runs in ``data``."""
     from analysis.report import build_report
 
@@ -178,13 +185,10 @@ def _build(spec, trials, data, metric, out, formats, best, paper, workdir, opts)
         metric=metric["name"],
         mode=metric.get("mode", "max"),
         out=out,
-        formats=formats,
-        best=best,
-        paper=paper,
         planned_hashes=[t.hash for t in trials],
         variant_order=list(spec.variants),
         budget=spec.budget is not None,
         workdir=workdir,
         claims=spec.claims,
-        **opts,
+        **dict(opts),
     )

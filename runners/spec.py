@@ -1,6 +1,7 @@
 """Sweep specs: load a YAML file, merge a profile, and check its structure before anything runs.
 
-Structure (unknown keys, types, allowed values) is checked here with pydantic models. What needs
+Structure (unknown keys, types, allowed values) is checked with the pydantic models of
+``runners.spec_model``, and here what one block says of another (a variant it names). What needs
 the optimizer registry and the workloads (which keys a variant's optimizer takes, value ranges)
 is checked by expanding the spec (``runners.plan``), which ``load_spec`` does once so that every
 problem surfaces before the first trial starts. Every error is a ``SpecError`` whose message is
@@ -11,14 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import ValidationError
 
-from runners.backends import BACKENDS, Option, all_options
+from analysis.report_options import FIGURE_OPTIONS, ReportOptions, looks_like_hash, parse_selections
+from runners.spec_model import SpecModel, TuneModel, describe, one_line
 from runners.yamlio import LineDict, LineList, Pos, YamlError, load_yaml
 
-BACKEND_OPTIONS = {name: tuple(o.name for o in b.options) for name, b in BACKENDS.items()}
 # Keys of a variant mapping that describe the variant rather than the trial config.
 VARIANT_META_KEYS = ("grid", "zip", "include", "official")
 # Marks the official run configuration a variant (or, as a zip axis, each cell) reproduces:
@@ -41,137 +42,10 @@ class SpecError(Exception):
         allowed: Any = None,
     ) -> None:
         self.file, self.line, self.key, self.problem = file, line, key, problem
-        details = []
-        if got is not ...:
-            details.append(f"got {_show(got)}")
-        if allowed:
-            if isinstance(allowed, list | tuple | set | frozenset):
-                allowed = ", ".join(str(a) for a in allowed)
-            details.append(f"allowed: {allowed}")
-        tail = f" ({'; '.join(details)})" if details else ""
-        super().__init__(f"{file}:{line}: {key}: {problem}{tail}")
+        super().__init__(f"{file}:{line}: {one_line(key, problem, got=got, allowed=allowed)}")
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        text = repr(value)
-    elif isinstance(value, dict):
-        text = "a mapping" if value else "an empty mapping"
-    elif isinstance(value, list):
-        text = f"a list of {len(value)}" if value else "an empty list"
-    elif value is None:
-        text = "nothing (null)"
-    else:
-        text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-# ---------------------------------------------------------------- structure (pydantic)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class MetricModel(_Strict):
-    name: str
-    mode: Literal["max", "min"] = "max"
-
-
-class BudgetModel(_Strict):
-    equal: Literal["epochs", "backward_passes", "wall_clock"]
-    reference: str | None = None
-    epochs: int | None = Field(default=None, ge=1)
-    # backward_passes of step-based trials: the reference variant's passes at this many steps
-    steps: int | None = Field(default=None, ge=1)
-    seconds: float | None = Field(default=None, gt=0)
-
-
-class TrackingModel(_Strict):
-    uri: str | None = None
-    experiment: str | None = None
-
-
-def _backend_field(option: Option) -> tuple[Any, Any]:
-    kind: Any = Literal[option.choices] if option.choices else option.type  # type: ignore[valid-type]
-    constraints = {k: v for k, v in (("ge", option.ge), ("gt", option.gt)) if v is not None}
-    if option.default is not None:
-        return kind, Field(default=option.default, **constraints)
-    return kind | None, Field(default=None, **constraints)
-
-
-# The `backend:` block: `name` and every backend's options, as runners.backends declares them.
-BackendModel = create_model(
-    "BackendModel",
-    __base__=_Strict,
-    name=(Literal[tuple(BACKENDS)], "local"),  # type: ignore[valid-type]
-    **{name: _backend_field(o) for name, o in all_options().items()},
-)
-
-
-class DeviationModel(_Strict):
-    """A deliberate difference from the official configuration of marked cells."""
-
-    where: str = Field(min_length=1)  # a variant, an official config path, or "*"
-    key: str = Field(min_length=1)  # the trial config key (dotted inside a mapping)
-    official: Any
-    ours: Any
-    reason: str = Field(min_length=1)
-
-
-class ClaimModel(_Strict):
-    """One ``claims:`` entry; cross-checks against the plan are in ``runners.claims``."""
-
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    kind: Literal["greater", "less", "order", "band", "rate"]
-    metric: str | None = None
-    a: str | list[str]
-    b: str | None = None
-    where: dict[str, Any] = Field(default_factory=dict)
-    for_each: str | list[str] | None = None
-    source: str | None = None
-    axis: str | None = None
-    tolerance: float | None = Field(default=None, gt=0)
-    reference: Any = None
-    direction: Literal["decreasing", "increasing"] = "decreasing"
-    published: dict[Any, Any] | None = None  # the paper's values: per side, or per for_each value
-
-
-class SpecModel(_Strict):
-    # The name becomes a folder, an MLflow experiment and Slurm/Ray job names: short, and safe
-    # in paths on every backend.
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
-    description: str | None = None
-    workload: str | None = None
-    metric: MetricModel | None = None
-    base: dict[str, Any] = Field(default_factory=dict)
-    variants: dict[str, dict[str, Any]] = Field(min_length=1)
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
-    zip: dict[str, list[Any]] = Field(default_factory=dict)
-    seeds: Any = None
-    budget: BudgetModel | None = None
-    tracking: TrackingModel | None = None
-    backend: BackendModel | None = None
-    tune: dict[str, Any] | None = None
-    report: dict[str, Any] | None = None
-    deviations: list[DeviationModel] = Field(default_factory=list)
-    claims: list[ClaimModel] = Field(default_factory=list)
-    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
-
-
-TOP_LEVEL_KEYS = tuple(SpecModel.model_fields)
-_PROFILE_KEYS = tuple(k for k in TOP_LEVEL_KEYS if k not in ("name", "profiles"))
-
-_TYPE_WORDS = {
-    "dict_type": "expected a mapping",
-    "list_type": "expected a list",
-    "int_type": "expected an integer",
-    "float_type": "expected a number",
-    "string_type": "expected a string",
-    "bool_type": "expected true or false",
-    "model_type": "expected a mapping",
-    "model_attributes_type": "expected a mapping",
-}
+_PROFILE_KEYS = tuple(k for k in SpecModel.model_fields if k not in ("name", "profiles"))
 
 
 # ---------------------------------------------------------------- the Spec
@@ -216,8 +90,8 @@ class Spec:
     budget: Budget | None
     tracking: dict[str, Any]
     backend: dict[str, Any]
-    tune: dict[str, Any] | None
-    report: dict[str, Any] | None
+    tune: TuneModel | None
+    report: ReportOptions | None
     description: str | None
     profiles: tuple[str, ...]
     raw: LineDict
@@ -295,46 +169,10 @@ def merge(base: Any, over: Any) -> Any:
 
 
 def _pydantic_error(raw: LineDict, exc: ValidationError) -> SpecError:
-    err = exc.errors()[0]
-    loc = tuple(err["loc"])
-    where = position(raw, loc)
-    key = ".".join(str(k) for k in loc) or "spec"
-    kind = err["type"]
-    got = err.get("input", ...)
-    allowed = None
-    if kind == "missing":
-        return SpecError(where[0], where[1], key, "required key is missing")
-    if kind == "extra_forbidden":
-        model = _model_at(loc[:-1])
-        allowed = list(model.model_fields) if model else None
-        return SpecError(where[0], where[1], key, "unknown key", allowed=allowed)
-    if kind == "literal_error":
-        allowed = err.get("ctx", {}).get("expected", "").replace("'", "").replace(" or ", ", ")
-        return SpecError(where[0], where[1], key, "invalid value", got=got, allowed=allowed)
-    if kind == "string_pattern_mismatch":
-        problem = "must start with a letter or digit and hold only letters, digits, '_', '.', '-'"
-        return SpecError(where[0], where[1], key, problem, got=got)
-    if kind == "too_short":
-        return SpecError(where[0], where[1], key, "must not be empty", got=got)
-    problem = _TYPE_WORDS.get(kind) or err["msg"][:1].lower() + err["msg"][1:]
-    return SpecError(where[0], where[1], key, problem, got=got)
-
-
-def _model_at(loc: tuple) -> type[BaseModel] | None:
-    model: type[BaseModel] = SpecModel
-    for key in loc:
-        if isinstance(key, int):
-            continue  # an item of a list of models (claims.0)
-        fld = model.model_fields.get(key)
-        if fld is None:
-            return None
-        ann = fld.annotation
-        inner = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)]
-        nxt = next((a for a in inner if issubclass(a, BaseModel)), None)
-        if nxt is None:
-            return None
-        model = nxt
-    return model
+    loc, problem, details = describe(exc, SpecModel)
+    return SpecError(
+        *position(raw, loc), ".".join(str(k) for k in loc) or "spec", problem, **details
+    )
 
 
 def _check_name(kind: str, name: Any, pos: Pos, key: str) -> None:
@@ -505,11 +343,11 @@ def _without_markers(raw: LineDict) -> LineDict:
     return out
 
 
-def _deviations(raw, model, variants, markers: set[str], names) -> list[dict[str, Any]]:
-    """The `deviations:` list, each `where` naming a variant, a marked official path or "*"."""
+def _deviations(raw, model, markers: set[str], variants: list[str]) -> list[dict[str, Any]]:
+    """The `deviations:` list, each `where` naming a variant (of any profile), a marked official
+    path or "*"."""
     out = []
     items = raw.get("deviations") or []
-    variants = [*variants, *(n for n in names if n not in variants)]
     allowed = [*variants, DEVIATION_ALL, "an official path the variants mark"]
     for i, dev in enumerate(model.deviations):
         pos = items.item_pos(i) if isinstance(items, LineList) else raw.where
@@ -656,6 +494,41 @@ def _budget(raw: LineDict, model: SpecModel, variants: dict[str, Variant]) -> Bu
     return Budget(b.equal, b.reference, b.epochs, b.seconds, b.steps)
 
 
+def _check_tune(raw: LineDict, model: SpecModel, variants: dict[str, Variant]) -> None:
+    """``tune.variant`` names a variant; it may be left out when the spec has only one."""
+    if model.tune is None:
+        return
+    names, variant = list(variants), model.tune.variant
+    if variant is None and len(names) > 1:
+        problem = "required when the spec has several variants: the one to tune"
+        raise SpecError(*raw.key_pos("tune"), "tune.variant", problem, allowed=names)
+    if variant is not None and variant not in variants:
+        pos = position(raw, ("tune", "variant"))
+        raise SpecError(
+            *pos, "tune.variant", "not a variant of this spec", got=variant, allowed=names
+        )
+
+
+def _check_report(raw: LineDict, model: SpecModel, names: list[str]) -> None:
+    """The figure options name variants (of any profile: a profile may drop one) or trial hashes;
+    whether a filter matches a trial is known only when the report runs."""
+    for option in FIGURE_OPTIONS if model.report else ():
+        value = getattr(model.report, option)
+        items = value if isinstance(value, list) else [value] if value is not None else []
+        for i, item in enumerate(items):
+            path = ("report", option, i) if isinstance(value, list) else ("report", option)
+            for sel in parse_selections(item):
+                if sel.variant is None or sel.variant in names or looks_like_hash(sel.variant):
+                    continue
+                raise SpecError(
+                    *position(raw, path),
+                    ".".join(str(p) for p in path),
+                    "not a variant of this spec",
+                    got=sel.variant,
+                    allowed=[*names, "or a trial hash"],
+                )
+
+
 def load_spec(path: str | Path, profile: str | None = None) -> Spec:
     """Load, merge ``profile`` and validate a spec; raise ``SpecError`` for any problem.
 
@@ -674,9 +547,10 @@ def load_spec(path: str | Path, profile: str | None = None) -> Spec:
     seeds = _seeds(raw, raw.get("seeds"))
     variants = {name: _variant(path, raw, name, body) for name, body in raw["variants"].items()}
     budget = _budget(raw, model, variants)
-    deviations = _deviations(
-        raw, model, variants, _markers(unmerged), list(unmerged.get("variants") or {})
-    )
+    written = [*variants, *(n for n in unmerged.get("variants") or {} if n not in variants)]
+    deviations = _deviations(raw, model, _markers(unmerged), written)
+    _check_tune(raw, model, variants)
+    _check_report(raw, model, written)
     return Spec(
         path=path,
         name=model.name,
@@ -691,8 +565,8 @@ def load_spec(path: str | Path, profile: str | None = None) -> Spec:
         budget=budget,
         tracking=model.tracking.model_dump(exclude_none=True) if model.tracking else {},
         backend=model.backend.model_dump(exclude_none=True) if model.backend else {},
-        tune=dict(model.tune) if model.tune is not None else None,
-        report=dict(model.report) if model.report is not None else None,
+        tune=model.tune,
+        report=model.report,
         description=model.description,
         profiles=profile_names,
         raw=raw,

@@ -2,7 +2,7 @@
 
 Each backend is declared once, in :data:`BACKENDS`: its class (imported on first use, so Ray and
 submitit load only when chosen) and its options. The spec's ``backend:`` block
-(``runners.spec.BackendModel``), the ``sweep run`` flags and :func:`get_backend` are all built
+(``runners.spec_model.BackendModel``), the ``sweep run`` flags and :func:`get_backend` are all built
 from these declarations.
 """
 

@@ -24,7 +24,6 @@ from runners.spec import SpecError, load_spec
 from runners.tune.point import Diverged, PointFailed, evaluate_point, mean_std
 from runners.tune.results import BEST_FILE, best_config, progress_printer, report_study
 from runners.tune.settings import (
-    TuneSettings,
     check_space_keys,
     grid_size,
     load_tune_space,
@@ -51,7 +50,6 @@ __all__ = [
     "JOURNAL_FILE",
     "Diverged",
     "PointFailed",
-    "TuneSettings",
     "best_config",
     "evaluate_point",
     "make_pruner",

@@ -10,13 +10,13 @@ from typing import Any
 import yaml
 
 from runners.spec import Spec
-from runners.tune.settings import TuneSettings
+from runners.spec_model import TuneModel
 from sassha.tracking import json_safe
 
 BEST_FILE = "best_variant.yaml"
 
 
-def best_config(spec: Spec, settings: TuneSettings, space, best) -> dict[str, Any]:
+def best_config(spec: Spec, settings: TuneModel, space, best) -> dict[str, Any]:
     """The variant's config keys with the best point applied (what ``best_variant.yaml`` holds)."""
     out = dict(spec.variants[settings.variant].config)
     out.update(space.fixed())

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from runners.spec import SpecError
+from runners.spec_model import TuneModel
 from runners.tune.point import Diverged, PointFailed, evaluate_point
-from runners.tune.settings import TuneSettings, params_key, seed_trials
+from runners.tune.settings import params_key, seed_trials
 
 JOURNAL_FILE = "optuna_journal.log"
 SEED_STATS = ("mean", "std", "values", "seeds")
@@ -30,7 +31,7 @@ def make_storage(workdir: Path, storage: str | None):
     return optuna.storages.get_storage(storage), storage
 
 
-def make_sampler(settings: TuneSettings, space):
+def make_sampler(settings: TuneModel, space):
     import optuna
 
     from search_spaces.optuna_space import grid_search_space
@@ -52,7 +53,7 @@ def make_sampler(settings: TuneSettings, space):
         )
 
 
-def make_pruner(settings: TuneSettings, epochs: int):
+def make_pruner(settings: TuneModel, epochs: int):
     import optuna
 
     if settings.pruner == "median":

@@ -8,7 +8,8 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from analysis.aggregate import aggregate, comparisons, effective_axes, group_columns, welch_p
-from analysis.load import SweepData, load_sweep, parse_value
+from analysis.load import SweepData, load_sweep
+from analysis.report_options import parse_value
 
 A = [0.70, 0.72, 0.74]  # mean 0.72, sample std 0.02
 B = [0.60, 0.66]  # mean 0.63, sample std 0.03 * sqrt(2)

@@ -114,9 +114,14 @@ def test_user_errors_are_one_line(tiny, capsys):
     spec_path, _, root = tiny
     assert run_report(spec_path, out=root / "x", colour="red") == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "unknown report option 'colour'" in err
+    assert err.count("\n") == 0 and "colour: unknown key (allowed: formats, best," in err
+    assert run_report(spec_path, out=root / "x", dpi=0) == 2
+    assert capsys.readouterr().err.strip() == "sweep report: dpi: must be >= 1 (got 0)"
     assert run_report(spec_path, out=root / "x", formats=["pdf"]) == 2
-    assert "unknown format 'pdf'" in capsys.readouterr().err
+    assert (
+        "formats.0: invalid value (got 'pdf'; allowed: md, csv, tex, png)"
+        in capsys.readouterr().err
+    )
     assert run_report(root / "missing.yaml") == 2
     assert run_report(spec_path, out=root / "x", landscape="feedface") == 2
     assert "match 'feedface'" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from runners_helpers import run_cli, run_main, write_spec
+from runners_helpers import TINY, run_cli, run_main, write_spec
 
 from runners.plan import plan
 from runners.spec import SpecError, load_spec
@@ -206,3 +206,36 @@ def test_a_config_error_inside_an_included_mapping_names_the_nested_key(tmp_path
         f"{tmp_path / 'best.yaml'}:4: variants.s.schedule.warmup: not a key of the cosine "
         "schedule (allowed: name, warmup_epochs, "
     )
+
+
+def test_tune_and_report_blocks_load_as_their_models(tmp_path: Path):
+    from runners.report import _options
+    from runners.tune import parse_tune
+
+    text = TINY + (
+        "tune: {space: {lr: {loguniform: [1.0e-3, 1.0]}}, variant: adamw, pruner: null}\n"
+        "report: {formats: 'MD, .csv', best: true, spectrum: [sassha, {trial: 0123ab}], dpi: 5}\n"
+        "profiles:\n  solo: {variants: {sassha: null}}\n"
+    )
+    spec = load_spec(write_spec(tmp_path, text))
+    assert (spec.tune.pruner, spec.tune.n_trials, spec.tune.variant) == ("none", 20, "adamw")
+    assert spec.report.formats == ["md", "csv"] and spec.report.landscape_steps == 21
+    # the command's options go over the spec's; what the command leaves out stays the spec's
+    opts = _options(spec, ["png"], False, False, {"dpi": 200, "landscape": None})
+    assert (opts.formats, opts.best, opts.dpi, opts.spectrum[0]) == (["png"], True, 200, "sassha")
+    # a profile that drops a variant keeps the report's figure of it (the spec names it)
+    solo = load_spec(write_spec(tmp_path, text.replace("variant: adamw, ", "")), "solo")
+    assert parse_tune(solo).variant == "adamw" and solo.report.spectrum[0] == "sassha"
+
+
+def test_the_docs_list_every_key_of_the_tune_and_report_blocks():
+    from analysis.report_options import ReportOptions
+    from runners.spec_model import TuneModel
+
+    docs = Path(__file__).parents[2] / "docs"
+    tuning = docs.joinpath("tuning.md").read_text().split("## The `tune:` block")[1]
+    rows = re.findall(r"^\| `(\w+)` \|", tuning.split("\n\n")[1], re.M)
+    assert rows == list(TuneModel.model_fields)
+    options = docs.joinpath("analysis.md").read_text().split("### Options")[1].split("\n\n")[1]
+    keywords = set(re.findall(r"^\|[^|]*\| `(\w+)", options, re.M))
+    assert set(ReportOptions.model_fields) <= keywords

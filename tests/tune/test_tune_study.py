@@ -141,10 +141,10 @@ def test_identical_points_are_evaluated_once(tmp_path):
             "tune.sampler: invalid value",
         ),
         ("space: {lr: {loguniform: [1.0e-3, 1.0]}}\ntrials: 3\n", "tune.trials: unknown key"),
-        ("n_trials: 3\n", "tune: tune.space is required"),
+        ("n_trials: 3\n", "tune.space: required key is missing"),
         (
             "space: {lr: {loguniform: [1.0e-3, 1.0]}}\nn_trials: 0\n",
-            "tune.n_trials: must be an integer >= 1",
+            "tune.n_trials: must be >= 1",
         ),
         ("space: {rho: {uniform: [0.0, 0.3]}}\n", "rho is not a config key of variant 'sgd'"),
         ("space: cifar/lion\n", "unknown search space 'cifar/lion'"),
