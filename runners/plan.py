@@ -151,9 +151,6 @@ def _located(
     path that the YAML holds. A key the spec does not set (a workload default at odds with a
     spec value, a missing key) is placed at the variant, under its path."""
     parts = exc.key.split(".")
-    # optimizer hyperparameters are top-level keys of a trial's config
-    if parts[0] == "optimizer_hparams" and len(parts) > 1:
-        parts = parts[1:]
     src = sources.get(parts[0])
     if src is None:
         file, line = fallback.pos

@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     ValidationError,
     create_model,
+    model_validator,
 )
 
 from analysis.report_options import ReportOptions
@@ -50,15 +51,24 @@ class TrackingModel(_Strict):
 def _backend_field(option: Option) -> tuple[Any, Any]:
     kind: Any = Literal[option.choices] if option.choices else option.type  # type: ignore[valid-type]
     constraints = {k: v for k, v in (("ge", option.ge), ("gt", option.gt)) if v is not None}
-    if option.default is not None:
-        return kind, Field(default=option.default, **constraints)
     return kind | None, Field(default=None, **constraints)
+
+
+def _own_options(block: BaseModel) -> BaseModel:
+    """Every option set is one of the named backend's (``jobs`` is every backend's: it sets
+    the backend's concurrency option), so a Slurm key in a Ray block is not silently dropped."""
+    own = {o.name for o in BACKENDS[block.name].options} | {"jobs"}
+    for key in sorted(block.model_fields_set - own - {"name"}):
+        owners = [n for n, b in BACKENDS.items() if key in {o.name for o in b.options}]
+        raise ValueError(f"{key} is an option of {' and '.join(owners)}, not of {block.name}")
+    return block
 
 
 # The `backend:` block: `name` and every backend's options, as runners.backends declares them.
 BackendModel = create_model(
     "BackendModel",
     __base__=_Strict,
+    __validators__={"own_options": model_validator(mode="after")(_own_options)},
     name=(Literal[tuple(BACKENDS)], "local"),  # type: ignore[valid-type]
     **{name: _backend_field(o) for name, o in all_options().items()},
 )

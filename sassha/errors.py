@@ -1,10 +1,10 @@
 """The one error a configuration problem raises, from an optimizer argument to a spec key.
 
 ``ConfigError(key, problem, got=..., allowed=...)`` carries the key path that is wrong
-(``"optimizer_hparams.rho"``, ``"schedule.name"``), what is wrong with it, the value received and
-what would have been accepted. Code that knows where a key came from (the spec loader, which
-keeps every YAML node's line) maps ``key`` to a file position; everything else prints ``str()``,
-one line: ``optimizer_hparams.rho: must be a number >= 0 (got -1)``.
+(``"rho"``, ``"schedule.name"``, ``"diagnostics.batches"``), what is wrong with it, the value
+received and what would have been accepted. Code that knows where a key came from (the spec
+loader, which keeps every YAML node's line) maps ``key`` to a file position; everything else
+prints ``str()``, one line: ``rho: must be a number >= 0 (got -1)``.
 
 It is a ``ValueError``, so a caller that only needs "bad value" can keep catching that.
 """
@@ -50,7 +50,3 @@ class ConfigError(ValueError):
     def __init__(self, key: str, problem: str, *, got: Any = MISSING, allowed: Any = None):
         self.key, self.problem, self.got, self.allowed = key, problem, got, allowed
         super().__init__(f"{key}: {problem}{details(got, allowed)}")
-
-    def under(self, prefix: str) -> ConfigError:
-        """The same error, its key moved under ``prefix``: ``rho`` -> ``optimizer_hparams.rho``."""
-        return ConfigError(f"{prefix}.{self.key}", self.problem, got=self.got, allowed=self.allowed)

@@ -25,7 +25,6 @@ class Option:
     choices: tuple[str, ...] | None = None
     ge: float | None = None  # the least allowed value
     gt: float | None = None  # a bound the value must exceed
-    default: Any = None  # in the spec model; None leaves the backend's own default
 
 
 @dataclass(frozen=True)

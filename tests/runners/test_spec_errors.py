@@ -120,7 +120,7 @@ def test_config_error_is_placed_by_its_key_path(tmp_path: Path, monkeypatch):
 
     def resolve(config):
         if config.get("lr") == 0.125:
-            raise ConfigError("optimizer_hparams.lr", "epochs and lr disagree", got=0.125)
+            raise ConfigError("lr", "epochs and lr disagree", got=0.125)
         return real(config)
 
     monkeypatch.setattr(sassha.config, "resolve_config", resolve)
