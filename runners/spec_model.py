@@ -23,6 +23,7 @@ from pydantic import (
 
 from analysis.report_options import ReportOptions
 from runners.backends import BACKENDS, Option, all_options
+from sassha.errors import MISSING, details
 
 
 class _Strict(BaseModel):
@@ -164,31 +165,10 @@ _TYPE_WORDS = {
 }
 
 
-def one_line(key: str, problem: str, *, got: Any = ..., allowed: Any = None) -> str:
-    """``KEY: problem (got VALUE; allowed: A, B)``: the message of a SpecError after its place."""
-    details = []
-    if got is not ...:
-        details.append(f"got {_show(got)}")
-    if allowed:
-        if isinstance(allowed, list | tuple | set | frozenset):
-            allowed = ", ".join(str(a) for a in allowed)
-        details.append(f"allowed: {allowed}")
-    tail = f" ({'; '.join(details)})" if details else ""
-    return f"{key}: {problem}{tail}"
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        text = repr(value)
-    elif isinstance(value, dict):
-        text = "a mapping" if value else "an empty mapping"
-    elif isinstance(value, list):
-        text = f"a list of {len(value)}" if value else "an empty list"
-    elif value is None:
-        text = "nothing (null)"
-    else:
-        text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+def one_line(key: str, problem: str, *, got: Any = MISSING, allowed: Any = None) -> str:
+    """``KEY: problem (got VALUE; allowed: A, B)``: the message of a SpecError after its place,
+    worded as a ConfigError's."""
+    return f"{key}: {problem}{details(got, allowed)}"
 
 
 def describe(exc: ValidationError, root: type[BaseModel]) -> tuple[tuple, str, dict[str, Any]]:
