@@ -11,7 +11,7 @@ It is a ``ValueError``, so a caller that only needs "bad value" can keep catchin
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 MISSING: Any = ...  # ``got`` when there is no value to show (a missing key)
@@ -50,3 +50,11 @@ class ConfigError(ValueError):
     def __init__(self, key: str, problem: str, *, got: Any = MISSING, allowed: Any = None):
         self.key, self.problem, self.got, self.allowed = key, problem, got, allowed
         super().__init__(f"{key}: {problem}{details(got, allowed)}")
+
+
+def look_up(table: Mapping[str, Any], name: Any, key: str) -> Any:
+    """``table[name]``, or a ConfigError at ``key`` naming what the table holds."""
+    try:
+        return table[name]
+    except (KeyError, TypeError):  # TypeError: an unhashable name (a list, a mapping)
+        raise ConfigError(key, f"unknown {key}", got=name, allowed=list(table)) from None

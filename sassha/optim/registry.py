@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from sassha.errors import ConfigError
+from sassha.errors import ConfigError, look_up
 
 from .hparams import (
     Hparams,
@@ -112,12 +112,7 @@ def register(name: str, cls: str, **facts: Any) -> Callable[[type[Hparams]], typ
 
 
 def get_spec(name: str) -> OptimizerSpec:
-    try:
-        return REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ConfigError(
-            "optimizer", "unknown optimizer", got=name, allowed=list(REGISTRY)
-        ) from None
+    return look_up(REGISTRY, name, "optimizer")
 
 
 def build_optimizer(name: str, params: Iterable, model: Any = None, **hparams) -> Any:

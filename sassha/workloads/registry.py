@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sassha.errors import ConfigError
+from sassha.errors import look_up
 from sassha.workloads.base import Workload
 from sassha.workloads.digits import digits_workloads
 from sassha.workloads.glue import glue_workloads, synthetic_glue_workloads
@@ -29,9 +29,4 @@ WORKLOADS: dict[str, Workload] = _build()
 def get_workload(name: str) -> Workload:
     """The workload called ``name``; ConfigError (key ``workload``) naming the known ones
     otherwise."""
-    try:
-        return WORKLOADS[name]
-    except (KeyError, TypeError):
-        raise ConfigError(
-            "workload", "unknown workload", got=name, allowed=sorted(WORKLOADS)
-        ) from None
+    return look_up(WORKLOADS, name, "workload")
