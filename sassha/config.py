@@ -13,7 +13,6 @@ imports no torch: planning a sweep resolves every trial's config without loading
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -21,6 +20,17 @@ from typing import Any
 from sassha.errors import ConfigError
 from sassha.execution import RESUMABLE_KEYS, world_size
 from sassha.optim import get_spec
+from sassha.optim.hparams import (
+    Check,
+    at_least,
+    flag,
+    is_int,
+    non_negative,
+    or_null,
+    positive,
+    positive_int,
+    unit_interval,
+)
 from sassha.schedules import normalize_hessian_power_schedule, normalize_schedule
 from sassha.workload_info import check_kind, model_keys
 from sassha.workloads import get_workload
@@ -32,7 +42,6 @@ __all__ = [
     "optimizer_hyperparameters",
     "STATUSES",
     "RESUMABLE_KEYS",
-    "is_number",
 ]
 
 STATUSES = ("finished", "diverged", "failed")
@@ -140,17 +149,9 @@ def _jsonable(value: Any, key: str) -> Any:
     )
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _like(value: Any, default: Any) -> Any:
     """``value`` with its integers made floats where ``default`` holds floats."""
-    if isinstance(default, float) and _is_int(value):
+    if isinstance(default, float) and is_int(value):
         return float(value)
     if isinstance(default, list | tuple) and isinstance(value, list | tuple):
         if len(default) == len(value):
@@ -280,63 +281,57 @@ def _all_workload_names() -> list[str]:
     return sorted(WORKLOADS)
 
 
-def _int_from(low: int) -> Any:
-    return lambda v: _is_int(v) and v >= low
-
-
-def _or_null(test: Any) -> Any:
-    return lambda v: v is None or test(v)
-
-
-def _positive(v: Any) -> bool:
-    return is_number(v) and v > 0
-
-
 def _is_device(v: Any) -> bool:
     return isinstance(v, str) and (v in ("auto", "cpu", "cuda", "mps") or v.startswith("cuda:"))
 
 
-# Trial key -> (test, what it must be). Keys not here are checked by the functions below.
-_TRIAL_RULES: dict[str, tuple[Any, str]] = {
-    "seed": (_int_from(0), "an integer >= 0"),
-    "epochs": (_int_from(1), "an integer >= 1"),
-    "batch_size": (_int_from(1), "an integer >= 1"),
-    "eval_batch_size": (_or_null(_int_from(1)), "an integer >= 1 or null"),
-    "label_noise": (lambda v: is_number(v) and 0.0 <= v < 1.0, "in [0, 1)"),
-    "max_loss": (_positive, "a number > 0"),
-    "time_limit_s": (_or_null(_positive), "a number > 0 or null"),
-    "max_backward_passes": (_or_null(_positive), "a number > 0 or null"),
-    "grad_clip_norm": (
-        _or_null(lambda v: is_number(v) and v >= 0),
-        "a number > 0, or 0 or null for no clipping",
+def _choice(*values: str) -> Check:
+    return Check(" or ".join(repr(v) for v in values), lambda v: v in values)
+
+
+_MAPPING = Check("a mapping of overrides", lambda v: isinstance(v, Mapping))
+_PATH = or_null(Check("a path", lambda v: isinstance(v, str)))
+
+# Trial key -> its check. Keys not here are checked by the functions below.
+_TRIAL_RULES: dict[str, Check] = {
+    "seed": at_least(0),
+    "epochs": positive_int,
+    "batch_size": positive_int,
+    "eval_batch_size": or_null(positive_int),
+    "label_noise": unit_interval,
+    "max_loss": positive,
+    "time_limit_s": or_null(positive),
+    "max_backward_passes": or_null(positive),
+    "grad_clip_norm": Check(
+        "a number > 0, or 0 or null for no clipping", or_null(non_negative).test
     ),
-    "device": (_is_device, "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
-    "num_workers": (_int_from(0), "an integer >= 0"),
-    "threads": (_or_null(_int_from(1)), "an integer >= 1 or null"),
-    "precision": (lambda v: v in PRECISIONS, " or ".join(repr(p) for p in PRECISIONS)),
-    "model": (lambda v: isinstance(v, Mapping), "a mapping of overrides"),
-    "data": (lambda v: isinstance(v, Mapping), "a mapping of overrides"),
-    "data_root": (_or_null(lambda v: isinstance(v, str)), "a path or null"),
-    "pretrained_dir": (_or_null(lambda v: isinstance(v, str)), "a path or null"),
-    "max_steps": (_or_null(_int_from(1)), "an integer >= 1 or null"),
-    "eval_interval": (_or_null(_int_from(1)), "an integer >= 1 or null"),
-    "eval_iters": (_or_null(_int_from(1)), "an integer >= 1 or null"),
-    "grad_accum_steps": (_int_from(1), "an integer >= 1"),
-    "rho_warmup_steps": (_int_from(0), "an integer >= 0"),
-    "weight_decay_units": (lambda v: v in ("paper", "optimizer"), "'paper' or 'optimizer'"),
-    "weight_decay_on": (lambda v: v in ("all", "matrices"), "'all' or 'matrices'"),
-    "nproc": (_int_from(1), "an integer >= 1"),
-    "nodes": (_int_from(1), "an integer >= 1"),
-    "sync_batchnorm": (lambda v: isinstance(v, bool), "true or false"),
+    "device": Check("'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'", _is_device),
+    "num_workers": at_least(0),
+    "threads": or_null(positive_int),
+    "precision": _choice(*PRECISIONS),
+    "model": _MAPPING,
+    "data": _MAPPING,
+    "data_root": _PATH,
+    "pretrained_dir": _PATH,
+    "max_steps": or_null(positive_int),
+    "eval_interval": or_null(positive_int),
+    "eval_iters": or_null(positive_int),
+    "grad_accum_steps": positive_int,
+    "rho_warmup_steps": at_least(0),
+    "weight_decay_units": _choice("paper", "optimizer"),
+    "weight_decay_on": _choice("all", "matrices"),
+    "nproc": positive_int,
+    "nodes": positive_int,
+    "sync_batchnorm": flag,
     # a workload's own key (the language models' context length)
-    "max_length": (_int_from(1), "an integer >= 1 (tokens)"),
+    "max_length": Check("an integer >= 1 (tokens)", positive_int.test),
 }
 
 
 def _validate_trial_keys(c: dict[str, Any]) -> None:
-    for key, (test, allowed) in _TRIAL_RULES.items():
-        if key in c and not test(c[key]):
-            raise ConfigError(key, f"must be {allowed}", got=c[key])
+    for key, check in _TRIAL_RULES.items():
+        if key in c:
+            check(key, c[key])
     if c["grad_clip_norm"] == 0:
         c["grad_clip_norm"] = None  # one spelling of "off", so one trial hash
 
@@ -413,16 +408,15 @@ def _validate_diagnostics(d: Any) -> dict[str, Any]:
     for key, default in defaults.items():
         if isinstance(default, float):  # 1 and 1.0 are one trial
             out[key] = _like(out[key], 0.0)
-        v = out[key]
-        if isinstance(default, bool):
-            if not isinstance(v, bool):
-                raise ConfigError(f"diagnostics.{key}", "must be true or false", got=v)
-        elif isinstance(default, int):
-            if not _is_int(v) or v < 1:
-                raise ConfigError(f"diagnostics.{key}", "must be an integer >= 1", got=v)
-        elif not is_number(v) or v <= 0:
-            raise ConfigError(f"diagnostics.{key}", "must be a number > 0", got=v)
+        _setting_check(default)(f"diagnostics.{key}", out[key])
     return out
+
+
+def _setting_check(default: Any) -> Check:
+    """A diagnostics setting's check, read off its default's type."""
+    if isinstance(default, bool):
+        return flag
+    return positive_int if isinstance(default, int) else positive
 
 
 def optimizer_hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:

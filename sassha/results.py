@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from sassha.config import is_number
+from sassha.optim.hparams import is_real
 
 
 def better(name: str, new: float, old: float) -> bool:
@@ -50,8 +50,4 @@ def summary(
 def unlogged(result: Mapping[str, Any], history: list[dict[str, Any]]) -> dict[str, float]:
     """The result's numbers that no epoch logged (sharpness block, ``best_*``, counters)."""
     last = history[-1] if history else {}
-    return {
-        k: float(v)
-        for k, v in result.items()
-        if k not in last and is_number(v) and not isinstance(v, bool)
-    }
+    return {k: float(v) for k, v in result.items() if k not in last and is_real(v)}

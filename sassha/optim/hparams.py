@@ -39,20 +39,29 @@ class Check:
             raise ConfigError(name, f"must be {self.allowed}", got=value, allowed=self.choices)
 
 
-def _real(v: Any) -> bool:
+def is_real(v: Any) -> bool:
+    """A finite number (a bool is not one, though Python calls it an int)."""
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-positive = Check("a number > 0", lambda v: _real(v) and v > 0)
-non_negative = Check("a number >= 0", lambda v: _real(v) and v >= 0)
-unit_interval = Check("in [0, 1)", lambda v: _real(v) and 0.0 <= v < 1.0)
-power_range = Check("in (0, 1]", lambda v: _real(v) and 0.0 < v <= 1.0)
-positive_int = Check("an integer >= 1", lambda v: _int(v) and v >= 1)
-integer = Check("an integer", _int)
+def at_least(low: int) -> Check:
+    return Check(f"an integer >= {low}", lambda v: is_int(v) and v >= low)
+
+
+def or_null(check: Check) -> Check:
+    return Check(f"{check.allowed} or null", lambda v: v is None or check.test(v), check.choices)
+
+
+positive = Check("a number > 0", lambda v: is_real(v) and v > 0)
+non_negative = Check("a number >= 0", lambda v: is_real(v) and v >= 0)
+unit_interval = Check("in [0, 1)", lambda v: is_real(v) and 0.0 <= v < 1.0)
+power_range = Check("in (0, 1]", lambda v: is_real(v) and 0.0 < v <= 1.0)
+positive_int = at_least(1)
+integer = Check("an integer", is_int)
 flag = Check("true or false", lambda v: isinstance(v, bool))
 optional_bool = Check("true, false or null", lambda v: v is None or isinstance(v, bool))
 beta_pair = Check(
