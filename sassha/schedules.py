@@ -38,6 +38,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from sassha.errors import ConfigError
+from sassha.optim.hparams import (
+    Check,
+    at_least,
+    is_real,
+    non_negative,
+    or_null,
+    positive,
+    positive_int,
+    power_range,
+)
 
 __all__ = [
     "SCHEDULES",
@@ -80,12 +90,13 @@ TRANSFORMERS_SCHEDULER_TYPES = (
 )
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _fail(key: str, allowed: str, value: Any) -> None:
     raise ConfigError(f"schedule.{key}", f"must be {allowed}", got=value)
+
+
+def _check(out: Mapping[str, Any], *checks: tuple[str, Check]) -> None:
+    for key, check in checks:
+        check(f"schedule.{key}", out[key])
 
 
 def _default_mode(metric: str) -> str:
@@ -113,43 +124,37 @@ def _named(spec: Mapping[str, Any] | str | None, table: Mapping, what: str) -> d
     return {"name": name, **{k: spec.get(k, d) for k, d in keys.items()}}
 
 
-def _int_at_least(v: Any, low: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+_MILESTONES = Check(
+    "a list of integers >= 1 (epochs)",
+    lambda ms: isinstance(ms, list | tuple) and all(positive_int.test(m) for m in ms),
+)
+_RATIO = Check("in [0, 1]", lambda r: is_real(r) and 0 <= r <= 1)
+_FACTOR = Check("in (0, 1)", lambda f: is_real(f) and 0 < f < 1)
 
 
 def _check_multistep(out: dict[str, Any]) -> None:
-    ms = out["milestones"]
-    if not isinstance(ms, list | tuple) or not all(_int_at_least(m, 1) for m in ms):
-        _fail("milestones", "a list of integers >= 1 (epochs)", ms)
-    if list(ms) != sorted(ms):
-        _fail("milestones", "increasing", ms)
-    out["milestones"] = list(ms)
-    if not _number(out["gamma"]) or out["gamma"] <= 0:
-        _fail("gamma", "a number > 0", out["gamma"])
+    _check(out, ("milestones", _MILESTONES))
+    if list(out["milestones"]) != sorted(out["milestones"]):
+        _fail("milestones", "increasing", out["milestones"])
+    out["milestones"] = list(out["milestones"])
+    _check(out, ("gamma", positive))
 
 
 def _check_cosine(out: dict[str, Any]) -> None:
-    w = out["warmup_epochs"]
-    if not _number(w) or w < 0:
-        _fail("warmup_epochs", "a number >= 0", w)
-    r = out["final_lr_ratio"]
-    if not _number(r) or not 0 <= r <= 1:
-        _fail("final_lr_ratio", "in [0, 1]", r)
-    t = out["total_epochs"]
-    if t is not None and not _int_at_least(t, 1):
-        _fail("total_epochs", "an integer >= 1 or null", t)
+    _check(
+        out,
+        ("warmup_epochs", non_negative),
+        ("final_lr_ratio", _RATIO),
+        ("total_epochs", or_null(positive_int)),
+    )
 
 
 def _check_warmup_cosine(out: dict[str, Any]) -> None:
+    _check(out, ("warmup_steps", at_least(0)), ("lr_decay_steps", or_null(at_least(0))))
     warmup, decay = out["warmup_steps"], out["lr_decay_steps"]
-    if not _int_at_least(warmup, 0):
-        _fail("warmup_steps", "an integer >= 0", warmup)
-    if decay is not None and not _int_at_least(decay, 0):
-        _fail("lr_decay_steps", "an integer >= 0 or null", decay)
     if decay is not None and decay < warmup:
         _fail("lr_decay_steps", f">= warmup_steps ({warmup})", decay)
-    if not _number(out["min_lr"]) or out["min_lr"] < 0:
-        _fail("min_lr", "a number >= 0", out["min_lr"])
+    _check(out, ("min_lr", non_negative))
     out["min_lr"] = float(out["min_lr"])
 
 
@@ -160,22 +165,21 @@ def _check_plateau(out: dict[str, Any]) -> None:
         out["mode"] = _default_mode(out["metric"])
     if out["mode"] not in ("min", "max"):
         _fail("mode", "'min' or 'max'", out["mode"])
-    if not _number(out["factor"]) or not 0 < out["factor"] < 1:
-        _fail("factor", "in (0, 1)", out["factor"])
-    for key in ("patience", "cooldown"):
-        if not _int_at_least(out[key], 0):
-            _fail(key, "an integer >= 0", out[key])
-    for key in ("threshold", "min_lr"):
-        if not _number(out[key]) or out[key] < 0:
-            _fail(key, "a number >= 0", out[key])
+    _check(
+        out,
+        ("factor", _FACTOR),
+        ("patience", at_least(0)),
+        ("cooldown", at_least(0)),
+        ("threshold", non_negative),
+        ("min_lr", non_negative),
+    )
 
 
 def _check_transformers(out: dict[str, Any]) -> None:
     types = TRANSFORMERS_SCHEDULER_TYPES
     if out["lr_scheduler_type"] not in types:
         _fail("lr_scheduler_type", "one of " + ", ".join(types), out["lr_scheduler_type"])
-    if not _int_at_least(out["num_warmup_steps"], 0):
-        _fail("num_warmup_steps", "an integer >= 0", out["num_warmup_steps"])
+    _check(out, ("num_warmup_steps", at_least(0)))
 
 
 _CHECKS = {
@@ -364,15 +368,9 @@ def normalize_hessian_power_schedule(spec: Mapping[str, Any] | str | None) -> di
     out = _named(spec, HESSIAN_POWER_SCHEDULES, "hessian_power_schedule")
     name = out["name"]
     if name == "warmup":
-        w = out["warmup_steps"]
-        if not _int_at_least(w, 0):
-            raise ConfigError(
-                "hessian_power_schedule.warmup_steps", "must be an integer >= 0", got=w
-            )
-        p = out["warmup_power"]
-        if not _number(p) or not 0 < p <= 1:
-            raise ConfigError("hessian_power_schedule.warmup_power", "must be in (0, 1]", got=p)
-        out["warmup_power"] = float(p)
+        at_least(0)("hessian_power_schedule.warmup_steps", out["warmup_steps"])
+        power_range("hessian_power_schedule.warmup_power", out["warmup_power"])
+        out["warmup_power"] = float(out["warmup_power"])
     return out
 
 
